@@ -1,0 +1,42 @@
+# braingan: StyleGAN2 for 2-D brain MRI slices.  `make help` lists the targets.
+# Every target runs inside .venv (created by `make install`). Pass Hydra overrides with ARGS:
+#   make train ARGS="resolution=128 model=small"
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test train resume tensorboard demo-data clean-outputs
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+install: $(PY) ## Create .venv and install the pinned requirements and this package
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
+	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, nilearn; print('installed: torch', torch.__version__, '| lightning', pytorch_lightning.__version__, '| CUDA available:', torch.cuda.is_available())"
+
+test: ## Run the test suite (CPU; GPU tests skip without CUDA)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+train: ## Train (default: demo data; GPU if present, else the CPU preset). ARGS="..." for overrides
+	$(PY) -m braingan.train $(ARGS)
+
+resume: ## Continue the newest run exactly where it stopped (resume=last)
+	$(PY) -m braingan.train resume=last $(ARGS)
+
+demo-data: ## Build the embedded demo dataset (MNI152 slices) into the cache now
+	$(PY) -m braingan.data.demo
+
+tensorboard: ## Open TensorBoard on outputs/
+	$(VENV)/bin/tensorboard --logdir outputs --bind_all
+
+clean-outputs: ## Delete all run folders under outputs/
+	find outputs -mindepth 1 -not -name .gitkeep -delete

@@ -1,0 +1,57 @@
+"""Hydra/OmegaConf glue shared by the entry points and the tests (Hydra stops here)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+# Config groups whose option names are numbers. Hydra parses `resolution=128` as an int and
+# rejects it as a group choice, so such values are quoted before Hydra sees them.
+NUMERIC_GROUPS = ("resolution",)
+
+
+def normalize_overrides(args: list[str]) -> list[str]:
+    """Quotes bare numbers in overrides of numeric groups: resolution=64,128 -> resolution='64','128'."""
+    out = []
+    for a in args:
+        m = re.match(r"^([+~]{0,2})(%s)=(.*)$" % "|".join(NUMERIC_GROUPS), a)
+        if m:
+            a = f"{m.group(1)}{m.group(2)}=" + re.sub(r"(?<!['\w.])(\d+)(?![\w.'])", r"'\1'", m.group(3))
+        out.append(a)
+    return out
+
+
+def newest_last_checkpoint(root: str | Path = "outputs") -> Path:
+    """The most recently written last.ckpt below `root`."""
+    found = sorted(Path(root).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"resume=last: no checkpoints/last.ckpt found under {Path(root).resolve()}")
+    return found[-1]
+
+
+def resolve_resume(resume: str | None, outputs_root: str | Path = "outputs") -> Path | None:
+    """resume=null -> None; resume=last -> newest last.ckpt under outputs; else the given file."""
+    if resume in (None, "", "null", "None"):
+        return None
+    if str(resume) == "last":
+        return newest_last_checkpoint(outputs_root)
+    path = Path(str(resume)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={resume}: no such checkpoint file")
+    return path
+
+
+def run_dir_for_resume(resume: str | None, default: str) -> str:
+    """Run folder for Hydra: a resumed run continues in the folder of its checkpoint."""
+    ckpt = resolve_resume(resume)
+    if ckpt is None:
+        return default
+    return str(ckpt.resolve().parent.parent if ckpt.parent.name == "checkpoints" else ckpt.resolve().parent)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("resume_dir"):
+        OmegaConf.register_new_resolver("resume_dir", run_dir_for_resume)

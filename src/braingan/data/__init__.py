@@ -1,0 +1,1 @@
+"""Data: slice discovery (layouts), decoding (dataset), sampling, demo set, DataModule."""

@@ -1,0 +1,219 @@
+"""Adaptive discriminator augmentation (ADA) for grayscale MRI slices, written from the paper.
+
+Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data" (arXiv 2006.06676).
+Every image the discriminator sees (real and generated) goes through `AugmentPipe`; each transform
+is applied to each sample independently with probability `p`, and `ada_adjust` moves `p` so that
+the overfitting heuristic r_t = E[sign(D(real))] stays near a target (0.6 in the paper).
+
+Only transforms that make sense for MRI are offered: left-right flip, integer translation,
+isotropic scaling, small rotation (geometric), then brightness and contrast (intensity). No
+90-degree rotations, no luma flip, no hue/saturation: intensities mean something and are grayscale.
+
+Leaking and anti-aliasing. The paper shows that an augmentation does not leak into the generator as
+long as it is an invertible transformation of probability distributions; applying it with
+probability p < 1 makes every transform here invertible, and in practice p below ~0.8 is safe.
+The paper's pipeline additionally supersamples geometric transforms with a wavelet filter so the
+discriminator never sees aliasing. We deliberately use one plain bilinear `grid_sample` instead:
+flips and integer translations are exact pixel copies (no interpolation at all), and scales stay
+near 1 (std 0.2 in log2) with rotations of a few degrees, so the only artefact is the mild blur of
+bilinear interpolation, applied with probability p < 1 and therefore not something G can gain by
+copying. If larger scale/rotation strengths are used, add supersampling here first.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+P_MAX = 1.0 - 2.0**-24  # largest float32 below 1: `ada_adjust` keeps p in [0, 1) even after float32 storage
+
+
+class AugmentPipe(nn.Module):
+    """Differentiable per-sample augmentation; `p` is a float32 buffer, so it is saved in checkpoints."""
+
+    def __init__(
+        self,
+        xflip: bool = True,  # left-right flip (the brain is roughly symmetric); False = off
+        translate: float = 0.125,  # integer translation: max |shift| as a fraction of H and W, uniform, rounded to pixels; 0 = off
+        scale: float = 0.2,  # isotropic scaling: std of log2(scale factor), log2-normal; 0 = off
+        rotate_deg: float = 10.0,  # rotation about the centre: uniform in [-deg, +deg] degrees; 0 = off
+        brightness: float = 0.2,  # additive offset: std of a normal, in [-1, 1] intensity units; 0 = off
+        contrast: float = 0.5,  # factor about each image's mean: std of log2(factor), log2-normal; 0 = off
+        p_init: float = 0.0,  # initial probability of applying each transform to each sample, in [0, 1]
+    ):
+        super().__init__()
+        for name, value in dict(translate=translate, scale=scale, rotate_deg=rotate_deg, brightness=brightness, contrast=contrast).items():
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.xflip = bool(xflip)
+        self.translate = float(translate)
+        self.scale = float(scale)
+        self.rotate_deg = float(rotate_deg)
+        self.brightness = float(brightness)
+        self.contrast = float(contrast)
+        self.register_buffer("p", torch.zeros((), dtype=torch.float32))  # scalar, float32
+        self.set_p(p_init)
+
+    def set_p(self, p: float) -> None:
+        """Sets the augmentation probability in place (keeps the buffer's device and dtype)."""
+        p = float(p)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p.fill_(p)
+
+    def _apply(self, fn, *args, **kwargs):
+        # `.half()`, `.to(torch.bfloat16)` (e.g. Lightning's bf16-true) would round p to ~3 digits and
+        # swallow the controller's tiny steps (batch / 500k); p follows the device but stays float32.
+        p = self.p.detach().clone()
+        super()._apply(fn, *args, **kwargs)
+        if self.p.dtype != torch.float32:
+            self.p = p.to(self.p.device)
+        return self
+
+    def extra_repr(self) -> str:
+        return (
+            f"xflip={self.xflip}, translate={self.translate}, scale={self.scale}, rotate_deg={self.rotate_deg}, "
+            f"brightness={self.brightness}, contrast={self.contrast}, p={float(self.p):.4f}"
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] -> [N, C, H, W], same dtype
+        if images.ndim != 4 or not images.is_floating_point():
+            raise ValueError(f"expected floating images [N, C, H, W], got {tuple(images.shape)} {images.dtype}")
+        p = float(self.p)
+        if p <= 0.0:
+            return images
+        n, _, h, w = images.shape
+        device = images.device
+        x = images.float()  # [N, C, H, W] float32 (no copy for float32 input)
+        applied = torch.zeros(n, dtype=torch.bool, device=device)  # [N] sample touched by any transform
+
+        # Geometric: one pixel-space sampling matrix per sample, one grid_sample on the moved samples.
+        g = self._sample_geometry(n, h, w, p, device)  # [N, 2, 3]
+        identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=device)
+        moved = (g != identity).flatten(1).any(1)  # [N]
+        idx = moved.nonzero().squeeze(1)  # [M]
+        if idx.numel() > 0:
+            x = x.index_copy(0, idx, _warp(x.index_select(0, idx), g.index_select(0, idx)))
+            applied = applied | moved
+
+        # Intensity: brightness, then contrast about each image's mean over (C, H, W).
+        if self.brightness > 0:
+            on = _coin(n, p, device)  # [N]
+            b = torch.randn(n, device=device) * self.brightness  # [N]
+            x = torch.where(on[:, None, None, None], x + b[:, None, None, None], x)
+            applied = applied | on
+        if self.contrast > 0:
+            on = _coin(n, p, device)
+            c = torch.exp2(torch.randn(n, device=device) * self.contrast)  # [N]
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)  # [N, 1, 1, 1]
+            x = torch.where(on[:, None, None, None], (x - mean) * c[:, None, None, None] + mean, x)
+            applied = applied | on
+
+        # Samples no transform touched are returned bit-identical, whatever the input dtype.
+        return torch.where(applied[:, None, None, None], x.to(images.dtype), images)
+
+    def _sample_geometry(self, n: int, h: int, w: int, p: float, device: torch.device) -> torch.Tensor:
+        """Per-sample matrix [N, 2, 3] mapping output pixel coordinates to input pixel coordinates.
+
+        Coordinates are in pixels with the origin at the image centre (x right, y down). The image
+        content is flipped, scaled, rotated (all about the centre), then translated; the sampling
+        matrix is the inverse of that. Unselected transforms use exact identity parameters, so a
+        sample with no geometric transform gets exactly the identity matrix. Built element-wise
+        (no matmul) so TF32 matmul settings can never round it.
+        """
+        one = torch.ones(n, device=device)  # [N] float32
+        zero = torch.zeros(n, device=device)
+        f = one  # x-flip sign
+        if self.xflip:
+            f = torch.where(_coin(n, p, device), -one, one)
+        tx, ty = zero, zero  # content shift in whole pixels
+        if self.translate > 0:
+            on = _coin(n, p, device)
+            t = (torch.rand(n, 2, device=device) * 2 - 1) * self.translate  # [N, 2] fraction of W, H
+            tx = torch.where(on, torch.round(t[:, 0] * w), zero)
+            ty = torch.where(on, torch.round(t[:, 1] * h), zero)
+        s = one  # content scale factor
+        if self.scale > 0:
+            on = _coin(n, p, device)
+            s = torch.where(on, torch.exp2(torch.randn(n, device=device) * self.scale), one)
+        cos, sin = one, zero  # content rotation
+        if self.rotate_deg > 0:
+            on = _coin(n, p, device)
+            theta = (torch.rand(n, device=device) * 2 - 1) * math.radians(self.rotate_deg)
+            cos = torch.where(on, torch.cos(theta), one)
+            sin = torch.where(on, torch.sin(theta), zero)
+        # content: q = R(theta) * s * diag(f, 1) * p + t   =>   sampling: p = diag(f, 1) * R(-theta) / s * (q - t)
+        a, b = f * cos / s, f * sin / s
+        d, e = -sin / s, cos / s
+        ox, oy = -(a * tx + b * ty), -(d * tx + e * ty)
+        return torch.stack([a, b, ox, d, e, oy], dim=1).reshape(n, 2, 3)
+
+
+def _coin(n: int, p: float, device: torch.device) -> torch.Tensor:  # [N] bool, True with probability p
+    return torch.rand(n, device=device) < p
+
+
+def _warp(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Resamples x [M, C, H, W] float32 with pixel-space matrices g [M, 2, 3] (bilinear, reflection).
+
+    The grid is computed in float32 from exact pixel centres; for power-of-two H and W a matrix of
+    flips and integer shifts lands exactly on pixel centres, so those samples are exact copies.
+    """
+    _, _, h, w = x.shape
+    px = torch.arange(w, device=x.device, dtype=torch.float32) + (0.5 - w / 2)  # [W] pixel centres, origin at centre
+    py = torch.arange(h, device=x.device, dtype=torch.float32) + (0.5 - h / 2)  # [H]
+    g = g[:, :, :, None, None]  # [M, 2, 3, 1, 1]
+    gx = g[:, 0, 0] * px + g[:, 0, 1] * py[:, None] + g[:, 0, 2]  # [M, H, W] input x in pixels
+    gy = g[:, 1, 0] * px + g[:, 1, 1] * py[:, None] + g[:, 1, 2]  # [M, H, W] input y in pixels
+    grid = torch.stack([gx * (2.0 / w), gy * (2.0 / h)], dim=-1)  # [M, H, W, 2] in [-1, 1], align_corners=False
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def ada_adjust(p: float, rt: float, target: float, batch_images: int, ada_kimg: float = 500.0) -> float:
+    """One step of the ADA controller: returns the new p, clamped to [0, 1).
+
+    rt = E[sign(D(real))] over the images seen since the last adjustment (`batch_images` of them:
+    batch size * interval). p moves by sign(rt - target) * batch_images / (ada_kimg * 1000), so it
+    can go from 0 to 1 in `ada_kimg` thousand images (500 in the paper).
+    """
+    if not math.isfinite(rt):
+        raise ValueError(f"rt must be finite, got {rt} (no real logits accumulated?)")
+    if batch_images < 0 or not ada_kimg > 0:
+        raise ValueError(f"need batch_images >= 0 and ada_kimg > 0, got {batch_images}, {ada_kimg}")
+    sign = (rt > target) - (rt < target)
+    p = float(p) + sign * batch_images / (ada_kimg * 1000.0)
+    return min(max(p, 0.0), P_MAX)
+
+
+class AdaStat:
+    """Sum of sign(D(real)) and count of logits between ADA adjustments.
+
+    DDP: `t = stat.as_tensor(); torch.distributed.all_reduce(t)` (SUM, in place) on every rank, then
+    `stat.mean()` is the global r_t. Float64, so counts stay exact far beyond any interval.
+    """
+
+    def __init__(self, device: torch.device | str | None = None):
+        self._state = torch.zeros(2, dtype=torch.float64, device=device)  # [2]: (sum of signs, count)
+
+    def update(self, real_logits: torch.Tensor) -> None:
+        x = real_logits.detach()
+        if self._state.device != x.device:
+            self._state = self._state.to(x.device)
+        self._state[0] += torch.sign(x).sum(dtype=torch.float64)
+        self._state[1] += x.numel()
+
+    def as_tensor(self) -> torch.Tensor:  # [2] (sum, count); the live state, so an in-place all-reduce updates it
+        return self._state
+
+    @property
+    def count(self) -> int:
+        return int(self._state[1].item())
+
+    def mean(self) -> float:  # r_t; NaN when nothing was accumulated
+        total, count = self._state.tolist()
+        return total / count if count > 0 else float("nan")
+
+    def reset(self) -> None:
+        self._state.zero_()

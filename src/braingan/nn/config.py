@@ -1,0 +1,58 @@
+"""Typed hyperparameters of the networks, stored inside every checkpoint.
+
+A checkpoint rebuilds its generator from this dataclass alone: no Hydra, no config files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class NetworkConfig:
+    img_resolution: int = 256  # output height and width in pixels, power of two in 32..1024
+    img_channels: int = 1  # 1 = grayscale MRI, 3 = RGB
+    z_dim: int = 512  # latent z dimensionality
+    w_dim: int = 512  # intermediate latent w dimensionality
+    c_dim: int = 0  # number of classes for a conditional model; 0 = unconditional
+    mapping_layers: int = 8  # depth of the mapping network
+    mapping_lr_multiplier: float = 0.01  # learning-rate multiplier of the mapping network
+    channel_base: int = 32768  # channels at resolution r are min(channel_base // r, channel_max)
+    channel_max: int = 512  # upper bound on the channels of any layer
+    num_fp16_res: int = 0  # run the N highest resolutions in reduced precision; 0 = none
+    conv_clamp: float | None = None  # clamp conv outputs to +-this (256 for FP16); None = off
+    mbstd_group_size: int = 4  # minibatch standard deviation group size
+    mbstd_num_channels: int = 1  # features of the minibatch standard deviation layer
+    fused_modconv: bool = True  # grouped modulated convolution (False: scale activations instead)
+    w_avg_beta: float = 0.995  # decay of the tracked average of w
+
+    def __post_init__(self) -> None:
+        r = self.img_resolution
+        if r < 4 or 2 ** int(round(math.log2(r))) != r:
+            raise ValueError(f"img_resolution must be a power of two, got {r}")
+        if self.img_channels not in (1, 3):
+            raise ValueError(f"img_channels must be 1 or 3, got {self.img_channels}")
+        if self.channel_base // r < 1:
+            raise ValueError(f"channel_base={self.channel_base} leaves no channels at {r}x{r}; use at least {r}")
+
+    @property
+    def resolution_log2(self) -> int:
+        return int(round(math.log2(self.img_resolution)))
+
+    def channels_at(self, res: int) -> int:
+        """Feature channels of the layers working at resolution `res`."""
+        return min(self.channel_base // res, self.channel_max)
+
+    @property
+    def num_ws(self) -> int:
+        """Number of w vectors the synthesis network consumes (one per conv layer plus the last ToRGB)."""
+        return 2 * self.resolution_log2 - 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetworkConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

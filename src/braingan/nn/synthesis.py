@@ -1,0 +1,167 @@
+"""Synthesis network (skip architecture) and the full generator of StyleGAN2."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import NetworkConfig
+from .layers import EqualizedLinear, bias_act, make_fir_kernel, upsample2d
+from .mapping import MappingNetwork
+from .modulated import modulated_conv2d
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv -> per-pixel noise -> bias -> leaky ReLU (gain sqrt 2)."""
+
+    def __init__(
+        self,
+        in_channels: int,  # input feature channels
+        out_channels: int,  # output feature channels
+        w_dim: int,  # width of w
+        resolution: int,  # output resolution of this layer
+        up: int = 1,  # 2 = FIR up-sample by 2 before the conv
+        conv_clamp: float | None = None,  # clamp outputs to +-this; None = off
+        fused_modconv: bool = True,  # grouped conv (True) or activation scaling (False)
+    ):
+        super().__init__()
+        self.resolution, self.up = resolution, up
+        self.conv_clamp, self.fused_modconv = conv_clamp, fused_modconv
+        self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.register_buffer("fir", make_fir_kernel(), persistent=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [N, Cin, R/up, R/up]
+        w: torch.Tensor,  # [N, w_dim]
+        noise_mode: str = "random",  # 'random', 'const' (fixed per layer) or 'none'
+    ) -> torch.Tensor:  # [N, Cout, R, R]
+        styles = self.affine(w)  # [N, Cin]
+        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, fir=self.fir, fused=self.fused_modconv)
+        if noise_mode == "random":
+            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
+            x = x + noise * self.noise_strength.to(x.dtype)
+        elif noise_mode == "const":
+            x = x + self.noise_const.to(x.dtype) * self.noise_strength.to(x.dtype)
+        elif noise_mode != "none":
+            raise ValueError(f"unknown noise_mode {noise_mode!r}")
+        return bias_act(x, self.bias, act="lrelu", clamp=self.conv_clamp)
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 conv without demodulation to `img_channels` (1 for grayscale)."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None, fused_modconv: bool = True):
+        super().__init__()
+        self.conv_clamp, self.fused_modconv = conv_clamp, fused_modconv
+        self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # [N, Cin, R, R] -> [N, img_channels, R, R]
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=self.fused_modconv)
+        return bias_act(x, self.bias, act="linear", clamp=self.conv_clamp)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the synthesis network: (const | up-conv), conv, ToRGB added to the up-sampled image."""
+
+    def __init__(
+        self,
+        in_channels: int,  # channels from the previous block; 0 = first block (learned 4x4 constant)
+        out_channels: int,  # channels of this block
+        w_dim: int,  # width of w
+        resolution: int,  # resolution of this block
+        img_channels: int,  # channels of the image (ToRGB output)
+        conv_clamp: float | None = None,  # clamp outputs to +-this; None = off
+        fused_modconv: bool = True,  # grouped conv or activation scaling
+    ):
+        super().__init__()
+        self.in_channels, self.resolution = in_channels, resolution
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
+            self.conv0 = None
+        else:
+            self.const = None
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp, fused_modconv=fused_modconv)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp, fused_modconv=fused_modconv)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp, fused_modconv=fused_modconv)
+        self.num_conv = 1 if in_channels == 0 else 2
+        self.register_buffer("fir", make_fir_kernel(), persistent=False)
+
+    def forward(
+        self,
+        x: torch.Tensor | None,  # [N, Cin, R/2, R/2] or None for the first block
+        img: torch.Tensor | None,  # [N, img_channels, R/2, R/2] or None for the first block
+        ws: torch.Tensor,  # [N, num_conv + 1, w_dim]
+        noise_mode: str = "random",
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # x [N, Cout, R, R], img [N, img_channels, R, R]
+        i = 0
+        if self.const is not None:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+        else:
+            x = self.conv0(x, ws[:, i], noise_mode)
+            i += 1
+        x = self.conv1(x, ws[:, i], noise_mode)
+        i += 1
+        y = self.torgb(x, ws[:, i])
+        img = y if img is None else upsample2d(img, self.fir) + y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """Consumes ws [N, num_ws, w_dim] and renders images [N, img_channels, R, R] in about [-1, 1]."""
+
+    def __init__(self, cfg: NetworkConfig):
+        super().__init__()
+        self.num_ws = cfg.num_ws
+        resolutions = [2**i for i in range(2, cfg.resolution_log2 + 1)]
+        blocks = []
+        for res in resolutions:
+            cin = 0 if res == 4 else cfg.channels_at(res // 2)
+            blocks.append(
+                SynthesisBlock(cin, cfg.channels_at(res), cfg.w_dim, res, cfg.img_channels, cfg.conv_clamp, cfg.fused_modconv)
+            )
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        x = img = None
+        w_idx = 0
+        for block in self.blocks:
+            x, img = block(x, img, ws[:, w_idx : w_idx + block.num_conv + 1], noise_mode)
+            w_idx += block.num_conv
+        return img
+
+
+class Generator(nn.Module):
+    """z (and class) -> mapping -> ws -> synthesis -> image."""
+
+    def __init__(self, cfg: NetworkConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.z_dim, self.c_dim, self.w_dim = cfg.z_dim, cfg.c_dim, cfg.w_dim
+        self.img_resolution, self.img_channels = cfg.img_resolution, cfg.img_channels
+        self.synthesis = SynthesisNetwork(cfg)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(
+            cfg.z_dim, cfg.c_dim, cfg.w_dim, self.num_ws, cfg.mapping_layers, cfg.mapping_lr_multiplier, cfg.w_avg_beta
+        )
+
+    def forward(
+        self,
+        z: torch.Tensor,  # [N, z_dim]
+        c: torch.Tensor | None = None,  # [N, c_dim] one-hot, or None
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "random",
+        update_emas: bool = False,
+    ) -> torch.Tensor:  # [N, img_channels, R, R]
+        ws = self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas=update_emas)
+        return self.synthesis(ws, noise_mode=noise_mode)

@@ -1,0 +1,176 @@
+"""Entry point: `python -m braingan.train [overrides]` (what `make train` runs).
+
+Hydra composes conf/train.yaml with the dataset/, model/, resolution/ and trainer/ groups;
+`main` hands the composed config to the plain function `train`, which knows no Hydra.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from .conf_utils import CONF_DIR, normalize_overrides, register_resolvers, resolve_resume
+from .data.datamodule import SliceDataModule
+from .nn.config import NetworkConfig
+from .training.callbacks import KimgCheckpoint, KimgProgressBar, SampleGrids, ScalarLogger
+from .training.config import TrainConfig
+from .training.module import StyleGAN2Module
+
+register_resolvers()
+
+
+def build_datamodule(cfg: DictConfig, world_size: int = 1) -> SliceDataModule:
+    ds = cfg.dataset
+    if cfg.batch_size % world_size != 0:
+        raise ValueError(f"batch_size={cfg.batch_size} (global) is not divisible by the {world_size} processes")
+    root = ds.root
+    if root is not None:
+        root = str(Path(os.path.expanduser(str(root))))
+    return SliceDataModule(
+        root=root,
+        layout=ds.layout,
+        splits=list(ds.splits),
+        resolution=cfg.resolution,
+        img_channels=cfg.img_channels,
+        batch_size=cfg.batch_size // world_size,
+        num_workers=cfg.trainer.num_workers,
+        seed=cfg.seed,
+        demo=ds.name == "demo",
+        demo_subjects=ds.get("demo_subjects", 80),
+    )
+
+
+def build_configs(cfg: DictConfig, c_dim: int = 0) -> tuple[NetworkConfig, TrainConfig]:
+    m, aug = cfg.model, cfg.augment
+    net = NetworkConfig(
+        img_resolution=cfg.resolution,
+        img_channels=cfg.img_channels,
+        z_dim=m.z_dim,
+        w_dim=m.w_dim,
+        c_dim=c_dim,
+        mapping_layers=m.mapping_layers,
+        channel_base=m.channel_base,
+        channel_max=m.channel_max,
+        num_fp16_res=m.num_fp16_res,
+        conv_clamp=m.conv_clamp,
+        mbstd_group_size=m.mbstd_group_size,
+        fused_modconv=m.fused_modconv,
+    )
+    train = TrainConfig(
+        batch_size=cfg.batch_size,
+        total_kimg=cfg.kimg,
+        lr_g=m.lr_g,
+        lr_d=m.lr_d,
+        r1_gamma=m.r1_gamma,
+        r1_interval=m.r1_interval,
+        pl_weight=m.pl_weight,
+        pl_interval=m.pl_interval,
+        pl_decay=m.pl_decay,
+        pl_batch_shrink=m.pl_batch_shrink,
+        style_mixing=m.style_mixing,
+        ema_kimg=m.ema_kimg,
+        ema_rampup=m.ema_rampup,
+        augment=aug.mode,
+        augment_p=aug.p,
+        ada_target=aug.target,
+        ada_interval=aug.interval,
+        ada_kimg=aug.kimg,
+        augment_kwargs=OmegaConf.to_container(aug.pipe, resolve=True),
+        max_nonfinite=cfg.max_nonfinite,
+        num_samples=cfg.schedule.num_samples,
+    )
+    return net, train
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def train(cfg: DictConfig) -> Path:
+    """Trains StyleGAN2 as the config says and returns the run folder."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True)
+    t = cfg.trainer
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = bool(t.benchmark)
+        torch.backends.cuda.matmul.allow_tf32 = bool(t.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = bool(t.allow_tf32)
+    ckpt_path = resolve_resume(cfg.resume)
+    schedule = cfg.schedule
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)
+
+    trainer = pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        strategy=t.strategy,
+        max_epochs=-1,
+        max_steps=-1,
+        logger=logger,
+        enable_checkpointing=False,
+        use_distributed_sampler=False,  # the datamodule's InfiniteSampler shards by rank itself
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        deterministic=t.deterministic,
+        benchmark=t.benchmark if torch.cuda.is_available() else None,
+        default_root_dir=str(run_dir),
+        enable_model_summary=True,
+        callbacks=[
+            KimgCheckpoint(run_dir / "checkpoints", schedule.snapshot_kimg, schedule.last_kimg),
+            SampleGrids(run_dir / "samples", schedule.image_kimg),
+            ScalarLogger(schedule.log_kimg),
+            KimgProgressBar(cfg.kimg, cfg.batch_size),
+        ],
+    )
+    dm = build_datamodule(cfg, trainer.world_size)
+    c_dim = 0
+    if cfg.model.conditional:
+        dm.prepare_data()
+        dm.setup("fit")
+        c_dim = dm.num_classes
+    net, train_cfg = build_configs(cfg, c_dim)
+    module = StyleGAN2Module(net, train_cfg)
+    if ckpt_path is not None:
+        # The sampler resumes at the images this process has already consumed.
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+        dm.start_index = int(state["braingan"]["cur_nimg"]) // trainer.world_size
+        module.last_good_ckpt = str(ckpt_path)
+        del state
+    if trainer.is_global_zero:
+        logger.log_hyperparams(_flatten(OmegaConf.to_container(cfg, resolve=True)))
+    # Our checkpoints carry RNG states (numpy arrays), so they are not weights-only files.
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
+    return run_dir
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+def main() -> None:
+    args = normalize_overrides(sys.argv[1:])
+    # With no trainer= override, pick the hardware that is there.
+    if not any(a.split("=")[0].lstrip("+~") == "trainer" for a in args):
+        args.insert(0, "trainer=" + ("gpu" if torch.cuda.is_available() else "cpu"))
+    sys.argv = sys.argv[:1] + args
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

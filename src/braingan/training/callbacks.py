@@ -1,0 +1,146 @@
+"""Callbacks on the kimg clock: checkpoints, sample grids, TensorBoard scalars, progress bar.
+
+Each fires when a training step crosses a multiple of its cadence (in kimg), computed from
+the module's image counter, so the cadences survive a resume unchanged.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
+
+from ..utils.images import save_grid
+from ..utils.io import atomic_path, kimg_tag
+
+
+def crossed_tick(prev_nimg: int, cur_nimg: int, every_kimg: float | None) -> float | None:
+    """The latest multiple of `every_kimg` in (prev_nimg, cur_nimg], in kimg; None if there is none."""
+    if not every_kimg or every_kimg <= 0:
+        return None
+    step = every_kimg * 1000
+    k = math.floor(cur_nimg / step + 1e-9)
+    if k * step > prev_nimg + 1e-6 and k >= 1:
+        return round(k * every_kimg, 6)
+    return None
+
+
+def _is_last_step(trainer: pl.Trainer) -> bool:
+    return bool(trainer.should_stop)
+
+
+class KimgCheckpoint(pl.Callback):
+    """Writes `last.ckpt` every `last_kimg` and at the end, and keeps `kimg_<kimg>.ckpt` every `snapshot_kimg`."""
+
+    def __init__(self, dirpath: str | Path, snapshot_kimg: float | None, last_kimg: float | None):
+        self.dirpath = Path(dirpath)
+        self.snapshot_kimg, self.last_kimg = snapshot_kimg, last_kimg
+
+    def save(self, trainer: pl.Trainer, module, name: str) -> Path:
+        path = self.dirpath / name
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+        # Every rank takes part (collective under DDP); the strategy writes on rank 0 only.
+        with atomic_path(path) if trainer.is_global_zero else _null_path(path) as tmp:
+            trainer.save_checkpoint(tmp)
+        module.last_good_ckpt = str(path)
+        return path
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        prev, cur = module.prev_nimg, module.cur_nimg
+        snap = crossed_tick(prev, cur, self.snapshot_kimg)
+        if snap is not None or crossed_tick(prev, cur, self.last_kimg) is not None or _is_last_step(trainer):
+            last = self.save(trainer, module, "last.ckpt")
+            if snap is not None and trainer.is_global_zero:
+                with atomic_path(self.dirpath / f"kimg_{kimg_tag(snap, self.snapshot_kimg)}.ckpt") as tmp:
+                    shutil.copyfile(last, tmp)
+
+
+class _null_path:
+    """Context manager twin of atomic_path for ranks that do not write."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+class SampleGrids(pl.Callback):
+    """`reals.png` once, then `fakes_<kimg>.png` from G_ema at the fixed latents and fixed noise."""
+
+    def __init__(self, dirpath: str | Path, image_kimg: float | None, truncation_psi: float = 1.0):
+        self.dirpath = Path(dirpath)
+        self.image_kimg, self.truncation_psi = image_kimg, truncation_psi
+
+    @torch.no_grad()
+    def render(self, module) -> torch.Tensor:  # [num_samples, C, R, R]
+        c = module._one_hot(module.sample_c)
+        images = []
+        for i in range(0, module.sample_z.shape[0], 8):
+            ci = c[i : i + 8] if c is not None else None
+            images.append(module.G_ema(module.sample_z[i : i + 8], ci, truncation_psi=self.truncation_psi, noise_mode="const").float())
+        return torch.cat(images).cpu()
+
+    def _write(self, trainer, module, name: str, images: torch.Tensor, tag: str) -> None:
+        grid = save_grid(images, self.dirpath / name)
+        if trainer.logger is not None and hasattr(trainer.logger.experiment, "add_image"):
+            trainer.logger.experiment.add_image(tag, grid, global_step=module.cur_nimg, dataformats="HWC")
+
+    def on_train_start(self, trainer, module) -> None:
+        if not trainer.is_global_zero:
+            return
+        dm = trainer.datamodule
+        if not (self.dirpath / "reals.png").exists() and dm is not None and hasattr(dm, "real_images"):
+            self._write(trainer, module, "reals.png", dm.real_images(module.sample_z.shape[0]), "samples/reals")
+        if module.cur_nimg == 0:
+            self._write(trainer, module, f"fakes_{kimg_tag(0, self.image_kimg)}.png", self.render(module), "samples/fakes")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if not trainer.is_global_zero:
+            return
+        tick = crossed_tick(module.prev_nimg, module.cur_nimg, self.image_kimg)
+        if tick is None and _is_last_step(trainer):
+            tick = module.cur_kimg
+        if tick is not None:
+            self._write(trainer, module, f"fakes_{kimg_tag(tick, self.image_kimg)}.png", self.render(module), "samples/fakes")
+
+
+class ScalarLogger(pl.Callback):
+    """Averages of the module's statistics written to the logger every `log_kimg` (step = images shown)."""
+
+    def __init__(self, log_kimg: float | None):
+        self.log_kimg = log_kimg
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if crossed_tick(module.prev_nimg, module.cur_nimg, self.log_kimg) is None and not _is_last_step(trainer):
+            return
+        stats = module.pop_stats()
+        if trainer.is_global_zero and trainer.logger is not None:
+            trainer.logger.log_metrics(stats, step=module.cur_nimg)
+
+
+class KimgProgressBar(TQDMProgressBar):
+    """Progress bar whose total is the number of steps to reach the training length."""
+
+    def __init__(self, total_kimg: float, batch_size: int, refresh_rate: int = 1):
+        super().__init__(refresh_rate=refresh_rate)
+        self._total_steps = math.ceil(total_kimg * 1000 / batch_size)
+
+    @property
+    def total_train_batches(self) -> int:
+        return self._total_steps
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        module = trainer.lightning_module
+        self.train_progress_bar.reset(total=self._total_steps)
+        self.train_progress_bar.initial = 0
+        self.train_progress_bar.n = module.batch_idx
+        self.train_progress_bar.set_description("Training (kimg clock)")

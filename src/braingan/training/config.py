@@ -1,0 +1,41 @@
+"""Typed training hyperparameters, stored in every checkpoint beside the NetworkConfig."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # global batch: images per step summed over all processes
+    total_kimg: float = 5000.0  # training length in thousands of real images shown to D
+    lr_g: float = 0.0025  # Adam learning rate of G (before the lazy-regularization correction)
+    lr_d: float = 0.0025  # Adam learning rate of D (before the lazy-regularization correction)
+    beta1: float = 0.0  # Adam beta1
+    beta2: float = 0.99  # Adam beta2
+    r1_gamma: float = 1.0  # R1 weight gamma; 0 = off
+    r1_interval: int = 16  # lazy R1: every N D steps (0 = every step, not lazy)
+    pl_weight: float = 2.0  # path-length regularization weight; 0 = off
+    pl_interval: int = 4  # lazy path length: every N G steps
+    pl_decay: float = 0.01  # decay of the running mean of path lengths
+    pl_batch_shrink: int = 2  # path-length batch = batch / this
+    style_mixing: float = 0.9  # probability of mixing two latents in a training batch
+    ema_kimg: float = 10.0  # half-life of the generator EMA in kimg
+    ema_rampup: float | None = 0.05  # EMA half-life capped at cur_nimg * this; None = no ramp-up
+    augment: str = "ada"  # 'ada' (adaptive p), 'fixed' (constant p) or 'none'
+    augment_p: float = 0.0  # initial p for ada, the constant p for fixed
+    ada_target: float = 0.6  # target of E[sign(D(real))]
+    ada_interval: int = 4  # adjust p every N steps
+    ada_kimg: float = 500.0  # p can move from 0 to 1 within this many kimg
+    augment_kwargs: dict = field(default_factory=dict)  # per-transform strengths for AugmentPipe
+    max_nonfinite: int = 10  # stop after this many steps in a row with a non-finite loss
+    num_samples: int = 16  # images in the fixed-latent sample grid
+    sample_seed: int = 123  # seed of the fixed sample latents and labels
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,299 @@
+"""The StyleGAN2 LightningModule: G, D, G_ema and ADA under manual optimization.
+
+One training step = one batch of reals, run through up to four phases as in StyleGAN2:
+G main (non-saturating loss), G reg (lazy path length, every `pl_interval` batches),
+D main (logistic loss, with the ADA statistic), D reg (lazy R1, every `r1_interval` batches).
+Time is counted in images shown to D (`cur_nimg`, global over all processes).
+"""
+from __future__ import annotations
+
+import copy
+import random
+import time
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from ..nn.augment import AugmentPipe, ada_adjust
+from ..nn.config import NetworkConfig
+from ..nn.discriminator import Discriminator
+from ..nn.synthesis import Generator
+from . import losses
+from .config import TrainConfig
+from .ema import ema_beta, update_ema
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after `max_nonfinite` steps in a row produced a non-finite loss."""
+
+
+def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+class StyleGAN2Module(pl.LightningModule):
+    def __init__(self, net: dict | NetworkConfig, train: dict | TrainConfig):
+        super().__init__()
+        self.net_cfg = net if isinstance(net, NetworkConfig) else NetworkConfig.from_dict(net)
+        self.train_cfg = train if isinstance(train, TrainConfig) else TrainConfig.from_dict(train)
+        # Plain dicts in the checkpoint, so the networks rebuild from the file alone.
+        self.save_hyperparameters({"net": self.net_cfg.to_dict(), "train": self.train_cfg.to_dict()}, logger=False)
+        self.automatic_optimization = False
+
+        self.G = Generator(self.net_cfg)
+        self.D = Discriminator(self.net_cfg)
+        self.G_ema = copy.deepcopy(self.G).eval()
+        _set_requires_grad(self.G_ema, False)
+        tc = self.train_cfg
+        if tc.augment not in ("ada", "fixed", "none"):
+            raise ValueError(f"augment must be ada, fixed or none, got {tc.augment!r}")
+        self.augment_pipe = AugmentPipe(**tc.augment_kwargs, p_init=tc.augment_p) if tc.augment != "none" else None
+
+        # Training state that must survive a resume lives in buffers (saved in the state dict).
+        self.register_buffer("pl_mean", torch.zeros([]))
+        self.register_buffer("ada_stat", torch.zeros(2))  # [sum of sign(D(real)), count] since the last p update
+        g = torch.Generator().manual_seed(tc.sample_seed)
+        self.register_buffer("sample_z", torch.randn(tc.num_samples, self.net_cfg.z_dim, generator=g))
+        sample_c = torch.arange(tc.num_samples) % max(self.net_cfg.c_dim, 1)
+        self.register_buffer("sample_c", sample_c)
+        self.cur_nimg = 0  # images shown to D so far (all processes)
+        self.prev_nimg = 0  # cur_nimg before the last step (callbacks fire on crossing a tick)
+        self.batch_idx = 0  # training steps so far (drives the lazy intervals)
+        self.nonfinite_total = 0
+        self.nonfinite_in_row = 0
+        self.last_good_ckpt: str | None = None  # set by the checkpoint callback
+        self._pending_rng: dict | None = None
+        self._stats: dict[str, list[torch.Tensor]] = {}
+        self._tick_time = time.perf_counter()
+        self._tick_nimg = 0
+
+    # ------------------------------------------------------------------------------------------
+    # Helpers
+
+    @property
+    def cur_kimg(self) -> float:
+        return self.cur_nimg / 1000.0
+
+    @property
+    def ada_p(self) -> float:
+        return float(self.augment_pipe.p) if self.augment_pipe is not None else 0.0
+
+    def _one_hot(self, labels: torch.Tensor) -> torch.Tensor | None:
+        if self.net_cfg.c_dim == 0:
+            return None
+        return F.one_hot(labels.long(), self.net_cfg.c_dim).float()
+
+    def _run_mapping(self, z: torch.Tensor, c: torch.Tensor | None, update_emas: bool) -> torch.Tensor:
+        """Mapping with style mixing: with probability p, ws after a random cutoff come from a second z."""
+        ws = self.G.mapping(z, c, update_emas=update_emas)
+        if self.train_cfg.style_mixing > 0:
+            num_ws = ws.shape[1]
+            cutoff = torch.randint(1, num_ws, [], device=ws.device)
+            cutoff = torch.where(torch.rand([], device=ws.device) < self.train_cfg.style_mixing, cutoff, num_ws)
+            mix = (torch.arange(num_ws, device=ws.device) >= cutoff)[None, :, None]
+            ws = torch.where(mix, self.G.mapping(torch.randn_like(z), c, update_emas=False), ws)
+        return ws
+
+    def _run_D(self, img: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        return self.D(img, c)
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        return bool(torch.isfinite(loss).all())
+
+    def _record(self, name: str, value: torch.Tensor) -> None:
+        # Kept on the device; turned into floats only when the logger asks (no sync per step).
+        self._stats.setdefault(name, []).append(value.detach().float().mean())
+
+    def _opt_step(self, opt, loss: torch.Tensor) -> bool:
+        """Backward + step when the loss is finite; otherwise drop the gradients and report False."""
+        opt.zero_grad(set_to_none=True)
+        if not self._finite(loss):
+            return False
+        self.manual_backward(loss)
+        opt.step()
+        return True
+
+    # ------------------------------------------------------------------------------------------
+    # Lightning hooks
+
+    def configure_optimizers(self):
+        tc = self.train_cfg
+        opts = []
+        for params, lr, interval in (
+            (self.G.parameters(), tc.lr_g, tc.pl_interval if tc.pl_weight > 0 else 0),
+            (self.D.parameters(), tc.lr_d, tc.r1_interval if tc.r1_gamma > 0 else 0),
+        ):
+            ratio = losses.lazy_regularization_ratio(interval)
+            opts.append(torch.optim.Adam(params, lr=lr * ratio, betas=(tc.beta1**ratio, tc.beta2**ratio), eps=1e-8))
+        return opts
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0, noise_mode: str = "const"):
+        """Images from the EMA generator: [N, z_dim] -> [N, img_channels, R, R] in about [-1, 1]."""
+        return self.G_ema(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode)
+
+    def on_train_start(self) -> None:
+        if self._pending_rng is not None:
+            _set_rng_state(self._pending_rng)
+            self._pending_rng = None
+        self._tick_time, self._tick_nimg = time.perf_counter(), self.cur_nimg
+        self.G_ema.eval()
+
+    def training_step(self, batch, batch_idx):
+        tc = self.train_cfg
+        real, labels = batch  # [N, C, R, R] in [-1, 1], [N]
+        n = real.shape[0]
+        c_real = self._one_hot(labels)
+        c_gen = self._one_hot(labels.roll(1)) if c_real is not None else None
+        opt_g, opt_d = self.optimizers()
+        do_pl = tc.pl_weight > 0 and tc.pl_interval > 0 and self.batch_idx % tc.pl_interval == 0
+        do_r1 = tc.r1_gamma > 0 and (tc.r1_interval <= 0 or self.batch_idx % tc.r1_interval == 0)
+        ok = True
+
+        # G main: non-saturating loss through the (augmented) discriminator.
+        _set_requires_grad(self.G, True)
+        _set_requires_grad(self.D, False)
+        z = torch.randn(n, self.net_cfg.z_dim, device=real.device)
+        fake = self.G.synthesis(self._run_mapping(z, c_gen, update_emas=False))
+        fake_logits = self._run_D(fake, c_gen)
+        loss_g = losses.g_nonsaturating_loss(fake_logits)
+        ok &= self._opt_step(opt_g, loss_g)
+        self._record("Loss/G", loss_g)
+
+        # G reg: lazy path-length regularization on a smaller batch.
+        if do_pl:
+            m = max(n // tc.pl_batch_shrink, 1)
+            z = torch.randn(m, self.net_cfg.z_dim, device=real.device)
+            ws = self._run_mapping(z, c_gen[:m] if c_gen is not None else None, update_emas=False)
+            img = self.G.synthesis(ws)
+            lengths = losses.g_path_lengths(img, ws)
+            penalty, new_mean = losses.g_path_length_penalty(lengths, self.pl_mean, tc.pl_decay)
+            loss_pl = penalty.mean() * tc.pl_weight * tc.pl_interval
+            if self._opt_step(opt_g, loss_pl):
+                self.pl_mean.copy_(new_mean.detach())
+            else:
+                ok = False
+            self._record("Loss/pl_penalty", penalty)
+            self._record("Loss/path_length", lengths)
+
+        # D main: logistic loss on generated and real images.
+        _set_requires_grad(self.G, False)
+        _set_requires_grad(self.D, True)
+        with torch.no_grad():
+            z = torch.randn(n, self.net_cfg.z_dim, device=real.device)
+            fake = self.G.synthesis(self._run_mapping(z, c_gen, update_emas=True))
+        d_fake = self._run_D(fake, c_gen)
+        d_real = self._run_D(real, c_real)
+        loss_d = losses.d_logistic_loss(d_real, d_fake)
+        ok &= self._opt_step(opt_d, loss_d)
+        self.ada_stat += torch.stack([d_real.detach().sign().sum(), torch.tensor(float(d_real.numel()), device=real.device)])
+        self._record("Loss/D", loss_d)
+        self._record("D/real", d_real)
+        self._record("D/fake", d_fake)
+
+        # D reg: lazy R1 on reals (augmented like every D input).
+        if do_r1:
+            real_r = real.detach().requires_grad_(True)
+            r1_logits = self._run_D(real_r, c_real)
+            penalty = losses.d_r1_penalty(r1_logits, real_r)
+            interval = max(tc.r1_interval, 1)
+            loss_r1 = penalty.mean() * (tc.r1_gamma / 2) * interval
+            ok &= self._opt_step(opt_d, loss_r1)
+            self._record("Loss/r1_penalty", penalty)
+        _set_requires_grad(self.G, False)
+
+        # Bookkeeping: EMA, counters, ADA.
+        self.prev_nimg = self.cur_nimg
+        self.cur_nimg += tc.batch_size
+        self.batch_idx += 1
+        update_ema(self.G_ema, self.G, ema_beta(tc.batch_size, tc.ema_kimg, self.cur_nimg, tc.ema_rampup))
+        if tc.augment == "ada" and self.batch_idx % tc.ada_interval == 0:
+            self._update_ada_p()
+        self._track_nonfinite(ok)
+        if self.cur_nimg >= tc.total_kimg * 1000:
+            self.trainer.should_stop = True
+        self.log("kimg", self.cur_kimg, prog_bar=True, logger=False, on_step=True)
+        self.log("loss_G", loss_g.detach(), prog_bar=True, logger=False, on_step=True)
+        self.log("loss_D", loss_d.detach(), prog_bar=True, logger=False, on_step=True)
+
+    def _update_ada_p(self) -> None:
+        stat = self.ada_stat.clone()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            stat = self.trainer.strategy.reduce(stat, reduce_op="sum")
+        if float(stat[1]) > 0:
+            rt = float(stat[0] / stat[1])
+            tc = self.train_cfg
+            new_p = ada_adjust(self.ada_p, rt, tc.ada_target, tc.batch_size * tc.ada_interval, tc.ada_kimg)
+            self.augment_pipe.p.fill_(new_p)
+            self._record("ADA/rt", torch.tensor(rt, device=self.device))
+        self.ada_stat.zero_()
+
+    def _track_nonfinite(self, ok: bool) -> None:
+        if ok:
+            self.nonfinite_in_row = 0
+            return
+        self.nonfinite_total += 1
+        self.nonfinite_in_row += 1
+        if self.nonfinite_in_row >= self.train_cfg.max_nonfinite:
+            where = self.last_good_ckpt or "none written yet"
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_row} training steps in a row had a non-finite loss at {self.cur_kimg:.3f} kimg "
+                f"({self.nonfinite_total} in total); stopping. Last good checkpoint: {where}"
+            )
+
+    # ------------------------------------------------------------------------------------------
+    # Statistics for the logger callback
+
+    def pop_stats(self) -> dict[str, float]:
+        """Means of everything recorded since the last call, plus progress and speed."""
+        out = {k: float(torch.stack(v).mean()) for k, v in self._stats.items() if v}
+        self._stats = {}
+        now = time.perf_counter()
+        dt, dn = now - self._tick_time, self.cur_nimg - self._tick_nimg
+        if dn > 0 and dt > 0:
+            out["Speed/img_per_s"] = dn / dt
+            out["Speed/sec_per_kimg"] = dt / dn * 1000
+        self._tick_time, self._tick_nimg = now, self.cur_nimg
+        out["Progress/kimg"] = self.cur_kimg
+        out["ADA/p"] = self.ada_p
+        out["Progress/nonfinite_steps"] = float(self.nonfinite_total)
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # Checkpoint state beyond the state dict
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["braingan"] = {
+            "cur_nimg": self.cur_nimg,
+            "batch_idx": self.batch_idx,
+            "nonfinite_total": self.nonfinite_total,
+            "rng": _get_rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("braingan", {})
+        self.cur_nimg = int(state.get("cur_nimg", 0))
+        self.prev_nimg = self.cur_nimg
+        self.batch_idx = int(state.get("batch_idx", 0))
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        # Applied at on_train_start, after Lightning has finished its own set-up.
+        self._pending_rng = state.get("rng")
+
+
+def _get_rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
