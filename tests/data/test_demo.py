@@ -130,3 +130,14 @@ def test_default_spec_gives_oasis_sized_splits() -> None:
     positions = slice_positions(axial_template(), 32)
     assert len(set(positions.tolist())) == 32 and np.all(np.diff(positions) > 0)
     assert split_subjects(80, seed=0) == splits and split_subjects(80, seed=1) != splits
+
+
+def test_default_root_matches_the_demo_config(monkeypatch, tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from braingan.conf_utils import CONF_DIR
+    from braingan.data.demo import default_demo_root
+
+    monkeypatch.setenv("BRAINGAN_CACHE", str(tmp_path))
+    cfg = OmegaConf.load(CONF_DIR / "dataset" / "demo.yaml")
+    assert default_demo_root() == tmp_path / "demo" == Path(cfg.root)

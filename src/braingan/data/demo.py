@@ -193,3 +193,12 @@ def _swap_into_place(staging: Path, root: Path, spec: dict[str, int]) -> None:
             raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def default_demo_root() -> Path:
+    """Where `dataset=demo` keeps its PNGs: $BRAINGAN_CACHE/demo or ~/.cache/braingan/demo."""
+    return Path(os.environ.get("BRAINGAN_CACHE", "~/.cache/braingan")).expanduser() / "demo"
+
+
+if __name__ == "__main__":  # `make demo-data`
+    print(build_demo_dataset(default_demo_root()))

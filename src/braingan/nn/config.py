@@ -20,11 +20,10 @@ class NetworkConfig:
     mapping_lr_multiplier: float = 0.01  # learning-rate multiplier of the mapping network
     channel_base: int = 32768  # channels at resolution r are min(channel_base // r, channel_max)
     channel_max: int = 512  # upper bound on the channels of any layer
-    num_fp16_res: int = 0  # run the N highest resolutions in reduced precision; 0 = none
     conv_clamp: float | None = None  # clamp conv outputs to +-this (256 for FP16); None = off
     mbstd_group_size: int = 4  # minibatch standard deviation group size
     mbstd_num_channels: int = 1  # features of the minibatch standard deviation layer
-    fused_modconv: bool = True  # grouped modulated convolution (False: scale activations instead)
+    fused_modconv: bool = False  # grouped modulated convolution (True) or scale activations (False, faster to train)
     w_avg_beta: float = 0.995  # decay of the tracked average of w
 
     def __post_init__(self) -> None:

@@ -36,7 +36,11 @@ def modulated_conv2d(
     cout, _, kh, kw = weight.shape
     weight = weight.to(x.dtype)
     styles = styles.to(x.dtype)
-    dcoefs = demodulation_coefficients(weight, styles) if demodulate else None  # [N, Cout]
+    # In FP32 even under FP16 autocast: sum of squares of |w s| > 256 would overflow to inf.
+    dcoefs = None
+    if demodulate:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            dcoefs = demodulation_coefficients(weight.float(), styles.float()).to(x.dtype)  # [N, Cout]
 
     if not fused:
         x = x * styles[:, :, None, None]

@@ -38,6 +38,7 @@ class KimgCheckpoint(pl.Callback):
     def __init__(self, dirpath: str | Path, snapshot_kimg: float | None, last_kimg: float | None):
         self.dirpath = Path(dirpath)
         self.snapshot_kimg, self.last_kimg = snapshot_kimg, last_kimg
+        self._saved_nimg: int | None = None
 
     def save(self, trainer: pl.Trainer, module, name: str) -> Path:
         path = self.dirpath / name
@@ -47,6 +48,7 @@ class KimgCheckpoint(pl.Callback):
         with atomic_path(path) if trainer.is_global_zero else _null_path(path) as tmp:
             trainer.save_checkpoint(tmp)
         module.last_good_ckpt = str(path)
+        self._saved_nimg = module.cur_nimg
         return path
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
@@ -57,6 +59,17 @@ class KimgCheckpoint(pl.Callback):
             if snap is not None and trainer.is_global_zero:
                 with atomic_path(self.dirpath / f"kimg_{kimg_tag(snap, self.snapshot_kimg)}.ckpt") as tmp:
                     shutil.copyfile(last, tmp)
+
+    def on_train_end(self, trainer, module) -> None:
+        # Training also ends on a time limit: keep the final state.
+        if self._saved_nimg != module.cur_nimg and module.cur_nimg > 0:
+            self.save(trainer, module, "last.ckpt")
+
+    def on_exception(self, trainer, module, exception: BaseException) -> None:
+        # Ctrl-C on one process: keep the state (consistent between steps). Never after a
+        # non-finite stop (the weights may be broken) or under DDP (a save is collective).
+        if isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1:
+            self.on_train_end(trainer, module)
 
 
 class _null_path:

@@ -110,11 +110,21 @@ class StyleGAN2Module(pl.LightningModule):
         self._stats.setdefault(name, []).append(value.detach().float().mean())
 
     def _opt_step(self, opt, loss: torch.Tensor) -> bool:
-        """Backward + step when the loss is finite; otherwise drop the gradients and report False."""
+        """Backward + step when the loss is finite; otherwise drop the gradients and report False.
+
+        A finite loss can still give non-finite gradients (double backward of R1 / path length):
+        those are replaced as in StyleGAN2-ADA so one bad element cannot poison Adam's moments.
+        Under 16-mixed the gradient scaler needs to see the overflow, so they are left alone.
+        """
         opt.zero_grad(set_to_none=True)
         if not self._finite(loss):
             return False
         self.manual_backward(loss)
+        if self.trainer is None or self.trainer.precision != "16-mixed":
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
         opt.step()
         return True
 
@@ -190,7 +200,9 @@ class StyleGAN2Module(pl.LightningModule):
         d_real = self._run_D(real, c_real)
         loss_d = losses.d_logistic_loss(d_real, d_fake)
         ok &= self._opt_step(opt_d, loss_d)
-        self.ada_stat += torch.stack([d_real.detach().sign().sum(), torch.tensor(float(d_real.numel()), device=real.device)])
+        # Only finite logits count toward ADA's statistic (a NaN would make r_t NaN).
+        finite = torch.isfinite(d_real.detach())
+        self.ada_stat += torch.stack([torch.where(finite, d_real.detach().sign(), 0).sum(), finite.sum().float()])
         self._record("Loss/D", loss_d)
         self._record("D/real", d_real)
         self._record("D/fake", d_fake)

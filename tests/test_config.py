@@ -1,0 +1,103 @@
+"""Every config-group combination composes and instantiates; overrides work like the README says."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from braingan.conf_utils import CONF_DIR, normalize_overrides, run_dir_for_resume
+from braingan.nn.discriminator import Discriminator
+from braingan.nn.synthesis import Generator
+from braingan.train import build_configs, build_datamodule
+from braingan.training.module import StyleGAN2Module
+
+from runhelpers import compose
+
+DATASETS = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+RESOLUTIONS = sorted((p.stem for p in (CONF_DIR / "resolution").glob("*.yaml")), key=int)
+TRAINERS = sorted(p.stem for p in (CONF_DIR / "trainer").glob("*.yaml"))
+
+
+def test_groups_hold_the_documented_options():
+    assert {"demo", "folder", "oasis"} <= set(DATASETS)
+    assert {"tiny", "small", "base", "paper"} <= set(MODELS)
+    assert RESOLUTIONS == ["32", "64", "128", "256", "512"]
+    assert {"cpu", "gpu"} <= set(TRAINERS)
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_every_combination_composes(trainer):
+    for dataset, model, res in itertools.product(DATASETS, MODELS, RESOLUTIONS):
+        cfg = compose([f"trainer={trainer}", f"dataset={dataset}", f"model={model}", f"resolution={res}", "run_dir=/tmp/x"])
+        assert cfg.resolution == int(res) and cfg.dataset.name == dataset
+        net, tc = build_configs(cfg)
+        assert net.img_resolution == int(res) and tc.batch_size == cfg.batch_size
+        dm = build_datamodule(cfg)
+        assert dm.resolution == int(res)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_instantiates_at_every_resolution(model):
+    for res in RESOLUTIONS:
+        cfg = compose([f"model={model}", f"resolution={res}", "trainer=cpu", "run_dir=/tmp/x"])
+        net, _ = build_configs(cfg)
+        G = Generator(net)
+        assert G.synthesis.blocks[-1].resolution == int(res)
+        assert len(Discriminator(net).blocks) == net.resolution_log2 - 2
+    # The full LightningModule with its optimizers, and a CPU Trainer, build as well.
+    module = StyleGAN2Module(*build_configs(cfg))
+    assert len(module.configure_optimizers()) == 2
+    assert pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False).world_size == 1
+
+
+def test_paper_and_base_sizes_are_the_official_ones():
+    paper = build_configs(compose(["model=paper", "resolution=256", "run_dir=/tmp/x"]))[0]
+    base = build_configs(compose(["model=base", "resolution=256", "run_dir=/tmp/x"]))[0]
+    assert (paper.channel_base, paper.channel_max, paper.mapping_layers) == (32768, 512, 8)
+    assert (base.channel_base, base.mapping_layers) == (16384, 2)
+    g = sum(p.numel() for p in Generator(paper).parameters()) / 1e6
+    d = sum(p.numel() for p in Discriminator(paper).parameters()) / 1e6
+    assert abs(g - 30.0) < 0.1 and abs(d - 28.9) < 0.1  # the official figures, shared/anchors.md
+
+
+def test_cpu_preset_and_command_line_precedence():
+    cpu = compose(["trainer=cpu", "run_dir=/tmp/x"])
+    assert (cpu.model.channel_base, cpu.resolution, cpu.trainer.accelerator) == (4096, 64, "cpu")
+    # Command-line choices beat the preset's defaults, as in `make train ARGS="resolution=128 model=small"`.
+    mixed = compose(["trainer=cpu", "resolution=128", "model=paper", "run_dir=/tmp/x"])
+    assert mixed.resolution == 128 and mixed.model.mapping_layers == 8
+    gpu = compose(["trainer=gpu", "run_dir=/tmp/x"])
+    assert gpu.trainer.accelerator == "gpu" and gpu.kimg > cpu.kimg and gpu.resolution == 256
+
+
+def test_numeric_group_overrides_are_quoted():
+    assert normalize_overrides(["resolution=64"]) == ["resolution='64'"]
+    assert normalize_overrides(["resolution=64,128"]) == ["resolution='64','128'"]
+    assert normalize_overrides(["model=tiny", "kimg=5"]) == ["model=tiny", "kimg=5"]
+    assert normalize_overrides(["resolution='64'"]) == ["resolution='64'"]
+
+
+def test_resume_continues_in_the_checkpoint_folder(tmp_path):
+    ckpt = tmp_path / "outputs" / "2026-01-01" / "10-00-00" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"x")
+    assert run_dir_for_resume(None, "outputs/new") == "outputs/new"
+    assert run_dir_for_resume(str(ckpt), "outputs/new") == str(ckpt.parent.parent)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        run_dir_for_resume(str(tmp_path / "missing.ckpt"), "outputs/new")
+
+
+def test_missing_dataset_root_is_one_clear_line(tmp_path):
+    from braingan.data.layouts import DatasetError
+
+    cfg = compose(["dataset=folder", "trainer=cpu", f"run_dir={tmp_path}"])
+    dm = build_datamodule(cfg)
+    with pytest.raises(DatasetError) as err:
+        dm.setup("fit")
+    assert "dataset.root" in str(err.value) and "\n" not in str(err.value)
+    cfg = compose(["dataset=oasis", f"dataset.root={tmp_path / 'nowhere'}", f"run_dir={tmp_path}"])
+    with pytest.raises(DatasetError, match="keras_png_slices_train"):
+        build_datamodule(cfg).setup("fit")
