@@ -4,13 +4,14 @@ A checkpoint rebuilds its generator from this dataclass alone: no Hydra, no conf
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
+from ..utils.serial import DictSerializable
+
 
 @dataclass
-class NetworkConfig:
+class NetworkConfig(DictSerializable):
     img_resolution: int = 256  # output height and width in pixels, power of two in 32..1024
     img_channels: int = 1  # 1 = grayscale MRI, 3 = RGB
     z_dim: int = 512  # latent z dimensionality
@@ -47,11 +48,3 @@ class NetworkConfig:
     def num_ws(self) -> int:
         """Number of w vectors the synthesis network consumes (one per conv layer plus the last ToRGB)."""
         return 2 * self.resolution_log2 - 2
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "NetworkConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})

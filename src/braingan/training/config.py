@@ -1,12 +1,13 @@
 """Typed training hyperparameters, stored in every checkpoint beside the NetworkConfig."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+
+from ..utils.serial import DictSerializable
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictSerializable):
     batch_size: int = 32  # global batch: images per step summed over all processes
     total_kimg: float = 5000.0  # training length in thousands of real images shown to D
     lr_g: float = 0.0025  # Adam learning rate of G (before the lazy-regularization correction)
@@ -31,11 +32,3 @@ class TrainConfig:
     max_nonfinite: int = 10  # stop after this many steps in a row with a non-finite loss
     num_samples: int = 16  # images in the fixed-latent sample grid
     sample_seed: int = 123  # seed of the fixed sample latents and labels
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
