@@ -1,23 +1,17 @@
-"""Shared fixtures: tiny network configs and a composed Hydra config for fast end-to-end runs."""
+"""Shared fixtures: seeding, GPU-test skipping, and the small demo dataset of the end-to-end tests."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from runhelpers import DEMO_SUBJECTS, REPO
+from runhelpers import DEMO_SUBJECTS
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-@pytest.fixture(scope="session")
-def repo_root() -> Path:
-    return REPO
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,9 +21,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
-
-
-os.environ.setdefault("PYTHONHASHSEED", "0")
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ import itertools
 
 import pytest
 import pytorch_lightning as pl
-import torch
 
 from braingan.conf_utils import CONF_DIR, normalize_overrides, run_dir_for_resume
 from braingan.nn.discriminator import Discriminator

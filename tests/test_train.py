@@ -1,9 +1,7 @@
 """End-to-end runs of the real training entry point on tiny settings."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +78,7 @@ def test_make_train_writes_a_complete_run(tmp_path, demo_root):
 
 
 def _final_state(run: Path) -> dict:
-    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
-    return ckpt
+    return load_checkpoint(run / "checkpoints" / "last.ckpt")
 
 
 @pytest.mark.slow
