@@ -9,7 +9,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train resume tensorboard demo-data clean-outputs
+.PHONY: help install test train resume prepare bench-loader tensorboard demo-data clean-outputs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ train: ## Train (default: demo data; GPU if present, else the CPU preset). ARGS=
 
 resume: ## Continue the newest run exactly where it stopped (resume=last)
 	$(PY) -m braingan.train resume=last $(ARGS)
+
+prepare: ## NIfTI/Analyze volumes -> OASIS-layout PNG slices: ARGS="input=/data/vols output=/data/slices"
+	$(PY) -m braingan.prepare $(ARGS)
+
+bench-loader: ## Measure the training data loader in img/s (256x256, 2 workers): ARGS="--workers 2"
+	$(PY) -m braingan.data.bench $(ARGS)
 
 demo-data: ## Build the embedded demo dataset (MNI152 slices) into the cache now
 	$(PY) -m braingan.data.demo

@@ -35,6 +35,7 @@ def tiny_overrides(tmp_path: Path, data_root: Path, kimg: float, dataset: str = 
         "schedule.last_kimg": 0.032,
         "schedule.snapshot_kimg": 0.064,
         "run_dir": str(tmp_path / "run"),
+        "dataset.cache_dir": str(tmp_path / "cache"),
     }
     if dataset == "demo":
         o["dataset.demo_subjects"] = DEMO_SUBJECTS

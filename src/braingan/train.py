@@ -26,15 +26,17 @@ from .training.module import StyleGAN2Module
 register_resolvers()
 
 
-def build_datamodule(cfg: DictConfig, world_size: int = 1) -> SliceDataModule:
+def _optional_path(value) -> str | None:
+    return None if value is None or str(value) == "" else str(Path(os.path.expanduser(str(value))))
+
+
+def build_datamodule(cfg: DictConfig, world_size: int = 1, run_dir: Path | None = None) -> SliceDataModule:
     ds = cfg.dataset
     if cfg.batch_size % world_size != 0:
         raise ValueError(f"batch_size={cfg.batch_size} (global) is not divisible by the {world_size} processes")
-    root = ds.root
-    if root is not None:
-        root = str(Path(os.path.expanduser(str(root))))
+    classes = ds.get("classes")
     return SliceDataModule(
-        root=root,
+        root=_optional_path(ds.root),
         layout=ds.layout,
         splits=list(ds.splits),
         resolution=cfg.resolution,
@@ -44,7 +46,32 @@ def build_datamodule(cfg: DictConfig, world_size: int = 1) -> SliceDataModule:
         seed=cfg.seed,
         demo=ds.name == "demo",
         demo_subjects=ds.get("demo_subjects", 80),
+        classes=[str(c) for c in classes] if classes is not None else None,
+        labels=bool(ds.get("labels", False)),
+        subject_regex=ds.get("subject_regex"),
+        fit=ds.get("fit", "pad"),
+        cache_dir=_optional_path(ds.get("cache_dir")),
+        skip_bad=bool(ds.get("skip_bad", False)),
+        holdout=float(ds.get("holdout", 0.1)),
+        split_seed=int(ds.get("split_seed", 0)),
+        balance=bool(ds.get("balance", False)),
+        manifest_path=run_dir / "manifest.csv" if run_dir is not None else None,
     )
+
+
+def conditioning_classes(conditional, num_classes: int) -> int:
+    """c_dim for model.conditional = auto | true | false and the classes found in the data."""
+    mode = str(conditional).lower()
+    if mode not in ("auto", "true", "false"):
+        raise ValueError(f"model.conditional={conditional} must be auto, true or false")
+    if mode == "true" and num_classes < 2:
+        raise ValueError(
+            f"model.conditional=true but the training data has {num_classes} class; use labelled data "
+            "(dataset=adni, or dataset=folder dataset.labels=true) with two or more classes"
+        )
+    if mode == "false" or num_classes < 2:
+        return 0
+    return num_classes
 
 
 def build_configs(cfg: DictConfig, c_dim: int = 0) -> tuple[NetworkConfig, TrainConfig]:
@@ -147,14 +174,13 @@ def train(cfg: DictConfig) -> Path:
             f"{trainer.world_size} processes requested (trainer.devices x trainer.num_nodes): "
             "multi-GPU training is not supported yet; use trainer.devices=1"
         )
-    dm = build_datamodule(cfg, trainer.world_size)
-    c_dim = 0
-    if cfg.model.conditional:
-        dm.prepare_data()
-        dm.setup("fit")
-        c_dim = dm.num_classes
+    dm = build_datamodule(cfg, trainer.world_size, run_dir if trainer.is_global_zero else None)
+    # The data decides the number of classes and the native image size that the model stores.
+    dm.prepare_data()
+    dm.setup("fit")
+    c_dim = conditioning_classes(cfg.model.conditional, dm.num_classes)
     net, train_cfg = build_configs(cfg, c_dim)
-    module = StyleGAN2Module(net, train_cfg)
+    module = StyleGAN2Module(net, train_cfg, dm.data_info())
     if ckpt_path is not None:
         # The sampler resumes at the images this process has already consumed.
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)

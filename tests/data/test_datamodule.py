@@ -11,7 +11,10 @@ import torch
 
 from braingan.data.datamodule import SliceDataModule
 from braingan.data.layouts import DatasetError
+from braingan.data.manifest import read_manifest
 from braingan.data.sampler import InfiniteSampler
+
+from mri_fixtures import write_adni, write_knee_folder, write_oasis
 
 
 def make_dm(root: Path, **kwargs) -> SliceDataModule:
@@ -30,11 +33,10 @@ def test_batches_follow_the_sampler(oasis_tree: Callable[..., Path], num_workers
     dm.setup()
     assert len(dm.dataset) == 12 and dm.num_classes == 1
     images, labels = batches(dm, 1)[0]
-    assert images.shape == (4, 1, 16, 16) and images.dtype == torch.float32
+    assert images.shape == (4, 1, 16, 16) and images.dtype == torch.uint8  # bytes; floats on the device
     assert labels.shape == (4,) and labels.dtype == torch.int64
-    assert images.min() >= -1 and images.max() <= 1
     # image i (sorted by subject, slice) is the constant 10 * (i + 1): recover the indices
-    indices = ((images[:, 0, 0, 0] + 1) * 127.5 / 10 - 1).round().long().tolist()
+    indices = (images[:, 0, 0, 0].long() // 10 - 1).tolist()
     stream = iter(InfiniteSampler(12, seed=3))
     expected = [next(stream) for _ in range(4)]
     assert indices == expected
@@ -72,7 +74,7 @@ def test_real_images_are_evenly_spaced(oasis_tree: Callable[..., Path]) -> None:
     dm = make_dm(oasis_tree(subjects=1, slices=3))  # 1 train subject: 3 images
     reals = dm.real_images(2)
     assert reals.shape == (2, 1, 16, 16) and reals.dtype == torch.float32
-    assert torch.equal(reals, torch.stack([dm.dataset[0][0], dm.dataset[2][0]]))
+    assert torch.equal(reals, torch.stack([dm.dataset[0][0], dm.dataset[2][0]]).float() / 127.5 - 1)
     assert torch.allclose(reals[:, 0, 5, 5], torch.tensor([10.0, 30.0]) / 127.5 - 1)
     cyclic = dm.real_images(7)  # fewer images than asked for: repeated in order
     assert torch.equal(cyclic[3:6], cyclic[0:3]) and cyclic.shape[0] == 7
@@ -103,8 +105,8 @@ def test_runs_under_a_lightning_trainer(oasis_tree: Callable[..., Path]) -> None
     )
     trainer.fit(model, datamodule=dm)  # an endless loader: the run ends on max_steps
     stream = iter(InfiniteSampler(12, seed=3))
-    expected = [(10 * (next(stream) + 1)) / 127.5 - 1 for _ in range(16)]
-    assert model.seen == pytest.approx(expected, abs=1e-6)
+    expected = [10 * (next(stream) + 1) for _ in range(16)]
+    assert model.seen == expected
 
 
 def test_demo_mode_builds_then_loads(tmp_path: Path) -> None:
@@ -125,3 +127,81 @@ def test_demo_mode_builds_then_loads(tmp_path: Path) -> None:
 def test_demo_without_root_is_a_clear_error() -> None:
     with pytest.raises(DatasetError, match="dataset.root is not set"):
         SliceDataModule(None, demo=True, progress=False).setup()
+
+
+# ----------------------------------------------------------------------------------------------
+# Real naming schemes (fixture trees of MNI152 slices): splits, manifest, classes, bad input
+
+
+def test_oasis_tree_counts_subjects_splits_and_manifest(tmp_path: Path) -> None:
+    root = write_oasis(tmp_path / "OASIS")
+    manifest = tmp_path / "run" / "manifest.csv"
+    dm = make_dm(root, manifest_path=manifest, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    assert len(dm.dataset) == 3 * 11  # masks, the hidden file and README.txt are not slices
+    assert [r.slice for r in dm.dataset.records[:11]] == list(range(11))  # slice_10 after slice_9
+    assert {r.subject for r in dm.heldout_records} == {"004", "005"}
+    rows = read_manifest(manifest)
+    assert len(rows) == 5 * 11
+    assert {(r.subject, r.split) for r in rows} == {
+        ("001", "train"), ("002", "train"), ("003", "train"), ("004", "validate"), ("005", "test")}
+    assert dm.class_names == [] and dm.num_classes == 1
+    assert (dm.geometry.width, dm.geometry.height) == (256, 256)
+
+
+def test_leak_across_splits_stops_setup(tmp_path: Path) -> None:
+    root = write_oasis(tmp_path / "OASIS", subjects={"train": ["001", "002"], "validate": ["002"]}, slices=2)
+    with pytest.raises(DatasetError, match=r"002 in train\+validate"):
+        make_dm(root).setup()
+
+
+def test_corrupt_png_is_listed_or_skipped(tmp_path: Path) -> None:
+    root = write_oasis(tmp_path / "OASIS", slices=2, corrupt=True)
+    with pytest.raises(DatasetError, match="1 image could not be read: case_099_slice_0.nii.png"):
+        make_dm(root).setup()
+    manifest = tmp_path / "manifest.csv"
+    dm = make_dm(root, skip_bad=True, manifest_path=manifest)
+    with pytest.warns(UserWarning, match="case_099_slice_0.nii.png"):
+        dm.setup()
+    assert len(dm.dataset) == 3 * 2
+    assert "099" not in {r.subject for r in read_manifest(manifest)}  # the manifest lists what is used
+
+
+def test_adni_tree_labels_classes_and_native_size(tmp_path: Path) -> None:
+    root = write_adni(tmp_path / "ADNI", per_class=2, slices=3)
+    dm = make_dm(root, layout="adni")
+    dm.setup()
+    assert len(dm.dataset) == 2 * 2 * 3 and dm.num_classes == 2 and dm.class_names == ["AD", "NC"]
+    assert dm.dataset.labels.tolist() == [0] * 6 + [1] * 6
+    assert (dm.geometry.width, dm.geometry.height, dm.geometry.fit) == (256, 240, "pad")
+    assert {r.split for r in dm.heldout_records} == {"test"}  # ADNI's own held-out split is kept
+    image = dm.dataset.images[0, 0]  # [16, 16]: 256x240 scaled by 1/16 -> 16x15, padded
+    assert image[0].max() == 0 or image[-1].max() == 0  # one black row of padding
+    only_ad = make_dm(root, layout="adni", classes=["AD"])
+    only_ad.setup()
+    assert len(only_ad.dataset) == 6 and only_ad.num_classes == 1 and only_ad.class_names == ["AD"]
+    info = dm.data_info()
+    assert info["class_names"] == ["AD", "NC"] and info["geometry"]["height"] == 240
+
+
+def test_balanced_loader_draws_classes_equally(tmp_path: Path) -> None:
+    root = write_adni(tmp_path / "ADNI", per_class=2, slices=3)
+    big = root / "AD_NC" / "train" / "NC"
+    for n in range(12):  # NC gets 3x the slices of AD
+        (big / f"9999_{n}.jpeg").write_bytes((big / sorted(p.name for p in big.iterdir())[0]).read_bytes())
+    dm = make_dm(root, layout="adni", balance=True, batch_size=6)
+    labels = torch.cat([b[1] for b in batches(dm, 6)])
+    assert labels.eq(0).sum() == labels.eq(1).sum() == 18
+
+
+def test_folder_holdout_is_by_subject_and_seeded(tmp_path: Path) -> None:
+    root = write_knee_folder(tmp_path / "knee", patients=5, slices=4)
+    dm = make_dm(root, layout="folder", holdout=0.4, split_seed=1)
+    dm.setup()
+    held = {r.subject for r in dm.heldout_records}
+    assert len(held) == 2 and len(dm.heldout_records) == 8
+    assert not held & {r.subject for r in dm.dataset.records}
+    same = make_dm(root, layout="folder", holdout=0.4, split_seed=1)
+    same.setup()
+    assert {r.subject for r in same.heldout_records} == held
+    assert (dm.geometry.width, dm.geometry.height) == (260, 228)

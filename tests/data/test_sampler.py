@@ -79,3 +79,19 @@ def test_invalid_arguments() -> None:
         InfiniteSampler(5, rank=2, world_size=2)
     with pytest.raises(ValueError):
         InfiniteSampler(5, start=-1)
+
+
+def test_balanced_sampling_draws_classes_equally_and_resumes() -> None:
+    labels = [0] * 12 + [1] * 3 + [2] * 1  # 12 : 3 : 1
+    sampler = InfiniteSampler(len(labels), seed=5, labels=labels)
+    assert sampler.epoch_len == 3 * 12
+    stream = list(islice(iter(sampler), 3 * 36))
+    counts = [sum(labels[i] == k for i in stream) for k in range(3)]
+    assert counts == [36, 36, 36]
+    first_epoch = stream[:36]
+    assert sorted(i for i in first_epoch if labels[i] == 0) == list(range(12))  # majority: each once
+    assert sorted(i for i in first_epoch if labels[i] == 1) == sorted([12, 13, 14] * 4)
+    resumed = list(islice(iter(InfiniteSampler(len(labels), seed=5, start=50, labels=labels)), 20))
+    assert resumed == stream[50:70]
+    with pytest.raises(ValueError, match="labels"):
+        InfiniteSampler(5, labels=[0, 1])

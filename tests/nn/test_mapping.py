@@ -47,3 +47,20 @@ def test_conditional_embedding_changes_w():
     c0 = torch.nn.functional.one_hot(torch.zeros(3, dtype=torch.long), 2).float()
     c1 = torch.nn.functional.one_hot(torch.ones(3, dtype=torch.long), 2).float()
     assert not torch.allclose(m(z, c0), m(z, c1))
+
+
+def test_class_w_avg_tracks_each_class_and_truncation_pulls_toward_it():
+    m = _mapping(c_dim=3, w_avg_beta=0.5)
+    z = torch.randn(6, 16)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])  # class 2 absent from the batch
+    c = torch.nn.functional.one_hot(labels, 3).float()
+    w = m(z, c)[:, 0]
+    m(z, c, update_emas=True)
+    assert torch.allclose(m.w_avg_class[0], w[:3].mean(0) * 0.5, atol=1e-5)
+    assert torch.allclose(m.w_avg_class[1], w[3:].mean(0) * 0.5, atol=1e-5)
+    assert torch.equal(m.w_avg_class[2], torch.zeros(16))  # untouched
+    ws = m(torch.randn(4, 16), c[[0, 3, 0, 3]], truncation_psi=0.0)
+    assert torch.allclose(ws[0], m.w_avg_class[0].expand(6, 16), atol=1e-6)
+    assert torch.allclose(ws[1], m.w_avg_class[1].expand(6, 16), atol=1e-6)
+    half = m(z[:1], c[:1], truncation_psi=0.5)
+    assert torch.allclose(half, m.w_avg_class[0].lerp(m(z[:1], c[:1]), 0.5), atol=1e-6)

@@ -1,115 +1,165 @@
-"""Slices decoded once into one uint8 array, served as float tensors in [-1, 1].
+"""Slices decoded once into one uint8 array [N, C, R, R], served as uint8 tensors.
 
 A GAN reads every image thousands of times; decoding PNGs each time would make the data loader
-the bottleneck at small resolutions. So all images are decoded at construction (threads over
-files; PIL releases the GIL while decoding), brought to a common square size, and held as one
-contiguous uint8 array [N, C, R, R] (OASIS train at 256: 9,664 x 64 KiB = 0.6 GiB). Worker
-processes share it copy-on-write.
+the bottleneck. So every image is decoded once (threads over files; PIL releases the GIL),
+converted to 8 bits, brought to R x R by the fit policy (`fit.py`) and stored in one contiguous
+uint8 array. With `cache_dir` that array is a cache file (`cache.py`) that later runs reuse and
+DataLoader workers map read-only; without it, it lives in memory. Items are uint8 so a batch
+crosses the worker -> main process boundary at a quarter of the float size; the training
+module converts to float in [-1, 1] on its device.
+
+Conversion to 8 bits (one warning for the whole dataset says how many images and how):
+    16-bit, 32-bit integer and float images (PIL modes I;16*, I, F) are scaled linearly so the
+        image's own maximum becomes 255 and min(0, its minimum) becomes 0: nothing is clipped,
+        and ordinary non-negative images keep 0 as black. NaNs become 0. Each image is scaled
+        by itself because MRI intensities have no absolute unit.
+    RGB, RGBA, P, LA, CMYK ... become gray by PIL's ITU-R 601 luma (alpha is dropped) when
+        img_channels=1; gray images are replicated to RGB when img_channels=3.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+from braingan.data.cache import Fill, SliceCache
+from braingan.data.fit import Geometry, check_fit, fit_image, most_common_size
 from braingan.data.layouts import DatasetError, SliceRecord
 
-MAX_NAMED_FAILURES = 20  # how many bad files the first line of the error names
+MAX_NAMED_FAILURES = 20                           # bad files named on the error's first line
+DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes deeper than 8 bits
+PLAIN_MODES = {1: ("1", "L"), 3: ("1", "L", "RGB")}         # converted without a warning
 
 
-def load_image(path: os.PathLike, resolution: int, img_channels: int) -> np.ndarray:
-    """Read one image as uint8 [C, R, R]: 8-bit gray (C=1) or RGB (C=3), square, resized.
+def to_8bit(image: Image.Image, img_channels: int) -> tuple[Image.Image, str | None]:
+    """(image as 8-bit "L" or "RGB", what conversion happened or None); see module docstring."""
+    conversion = None
+    if image.mode in DEEP_MODES:
+        conversion = (
+            "16-bit" if image.mode.startswith("I;16")
+            else "32-bit integer" if image.mode == "I" else "floating-point"
+        )
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))  # [H, W]
+        low, high = min(0.0, float(values.min())), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        image = Image.fromarray(np.rint(scaled).astype(np.uint8))
+    elif image.mode not in PLAIN_MODES[img_channels]:
+        conversion = image.mode
+    return image.convert("L" if img_channels == 1 else "RGB"), conversion
 
-    Images deeper than 8 bits (16-bit PNG/TIFF, float TIFF) are scaled by their own maximum,
-    because PIL's plain conversion would clip them. A non-square image is zero-padded to a
-    centered square first so the anatomy keeps its aspect ratio; the square is then resized
-    with Lanczos (antialiased when shrinking) if its side is not `resolution`.
-    """
+
+def decode_image(
+    path: str | os.PathLike,  # the image file
+    resolution: int,          # model side R in pixels
+    img_channels: int,        # 1 = grayscale, 3 = RGB
+    fit: str = "pad",         # pad | crop | resize (see fit.py)
+) -> tuple[np.ndarray, tuple[int, int], str | None]:
+    """(uint8 [C, R, R], native (W, H), conversion or None); corrupt files raise."""
     with Image.open(path) as image:
         image.load()  # decode now: truncated or corrupt files raise here
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            values = np.asarray(image, dtype=np.float64)
-            peak = values.max()
-            values = values * (255.0 / peak) if peak > 0 else np.zeros_like(values)
-            image = Image.fromarray(np.rint(np.clip(values, 0, 255)).astype(np.uint8))
-        image = image.convert("L" if img_channels == 1 else "RGB")
-    width, height = image.size
-    side = max(width, height)
-    if width != height:
-        square = Image.new(image.mode, (side, side), 0)
-        square.paste(image, ((side - width) // 2, (side - height) // 2))
-        image = square
-    if side != resolution:
-        image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
-    array = np.asarray(image, dtype=np.uint8)  # [R, R] or [R, R, 3]
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # [C, R, R]
+        size = image.size
+        image, conversion = to_8bit(image, img_channels)
+    array = np.asarray(fit_image(image, resolution, fit), dtype=np.uint8)  # [R, R] or [R, R, 3]
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # [C, R, R]
+    return array, size, conversion
+
+
+def load_image(
+    path: str | os.PathLike,  # the image file
+    resolution: int,          # model side R in pixels
+    img_channels: int,        # 1 = grayscale, 3 = RGB
+    fit: str = "pad",         # pad | crop | resize (see fit.py)
+) -> np.ndarray:
+    """Read one image as uint8 [C, R, R]: 8-bit, then fit to R x R."""
+    return decode_image(path, resolution, img_channels, fit)[0]
 
 
 class SliceDataset(torch.utils.data.Dataset):
-    """Decoded slices with labels; item i is (image [C, R, R] float32 in [-1, 1], label int64)."""
+    """Decoded slices with labels; item i is (image uint8 [C, R, R], label int64 [])."""
 
     def __init__(
         self,
-        records: Sequence[SliceRecord],  # the slices, e.g. from layouts.discover
-        resolution: int,                 # output side length R in pixels
-        img_channels: int = 1,           # 1 = grayscale, 3 = RGB
-        progress: bool = True,           # show a tqdm bar while decoding
+        records: Sequence[SliceRecord],       # the slices, e.g. from layouts.discover
+        resolution: int,                      # model side R in pixels
+        img_channels: int = 1,                # 1 = grayscale, 3 = RGB
+        *,
+        fit: str = "pad",                     # pad | crop | resize for non-square images
+        cache_dir: str | Path | None = None,  # folder of decoded-slice caches; None = in memory
+        skip_bad: bool = False,               # True: leave unreadable images out, with a warning
+        progress: bool = True,                # show a tqdm bar while decoding
     ) -> None:
         if img_channels not in (1, 3):
             raise DatasetError(f"img_channels={img_channels} must be 1 (grayscale) or 3 (RGB)")
         if resolution < 1:
             raise DatasetError(f"resolution={resolution} must be a positive number of pixels")
+        check_fit(fit)
         if not records:
             raise DatasetError("the dataset has no images (empty list of slice records)")
-        self._records = list(records)
+        records = list(records)
+        shape = (len(records), img_channels, resolution, resolution)
+
+        def fill(out: np.ndarray) -> tuple[list[int], dict]:
+            return _decode_into(out, records, fit, progress)
+
+        self._cache_path: Path | None = None
+        self.cache_hit = False
+        if cache_dir is None:
+            images, contents = _decode_in_memory(shape, fill)
+        else:
+            paths = [r.path for r in records]
+            cache = SliceCache.locate(cache_dir, paths, resolution, img_channels, fit)
+            self._cache_path = cache.array_path
+            loaded = cache.load()
+            self.cache_hit = loaded is not None
+            images, contents = loaded if loaded is not None else cache.build(shape, fill)
+
+        self._images: np.ndarray | None = images  # [N, C, R, R] uint8; None after unpickling
+        bad = {int(i): reason for i, _, reason in contents["skipped"]}
+        self.skipped: list[tuple[SliceRecord, str]] = [(records[i], r) for i, r in bad.items()]
+        self._records = [r for i, r in enumerate(records) if i not in bad]
+        if len(self._records) != len(images):
+            raise DatasetError(f"the slice cache {self._cache_path} does not match the records")
+        if self.skipped and (not skip_bad or not self._records):
+            hint = "" if self._records else "; no readable image is left"
+            raise DatasetError(_failure_message(self.skipped, hint))
+        if self.skipped:
+            note = "; left out (dataset.skip_bad=true)"
+            warnings.warn(_failure_message(self.skipped, note), stacklevel=2)
         self._labels = torch.tensor([r.label for r in self._records], dtype=torch.int64)  # [N]
-        self._images = self._decode_all(resolution, img_channels, progress)  # [N, C, R, R]
+        sizes = {_parse_size(text): count for text, count in contents["sizes"].items()}
+        width, height = most_common_size(sizes)
+        self.geometry = Geometry(resolution, width, height, fit)
+        _warn_conversions(contents["conversions"], len(self._records), img_channels)
+        _warn_sizes(sizes, self.geometry)
 
-    def _decode_all(self, resolution: int, img_channels: int, progress: bool) -> np.ndarray:
-        images = np.empty(
-            (len(self._records), img_channels, resolution, resolution), dtype=np.uint8
-        )  # [N, C, R, R]
-        failures: list[tuple[SliceRecord, str]] = []
-
-        def decode(index: int) -> None:
-            record = self._records[index]
-            try:
-                images[index] = load_image(record.path, resolution, img_channels)
-            except Exception as error:  # noqa: BLE001 - any failure is reported per file
-                failures.append((record, f"{type(error).__name__}: {error}"))
-
-        workers = max(1, min(8, os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers) as pool:
-            list(
-                tqdm(
-                    pool.map(decode, range(len(self._records))),
-                    total=len(self._records),
-                    desc=f"decoding slices at {resolution}px",
-                    unit="img",
-                    disable=not progress,
-                )
-            )
-        if failures:
-            failures.sort(key=lambda f: str(f[0].path))
-            raise DatasetError(_failure_message(failures))
-        return images
+    def __getstate__(self) -> dict:
+        """Pickle the cache file's path, not its mapped pixels; each process maps it itself."""
+        state = self.__dict__.copy()
+        if self._cache_path is not None:
+            state["_images"] = None
+        return state
 
     def __len__(self) -> int:
         return len(self._records)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(self._images[index]).to(torch.float32) / 127.5 - 1.0
-        return image, self._labels[index]  # [C, R, R] in [-1, 1], [] int64
+        image = torch.from_numpy(np.array(self.images[index]))  # [C, R, R] uint8, a copy
+        return image, self._labels[index]
 
     @property
     def images(self) -> np.ndarray:
-        """All images as uint8 [N, C, R, R]."""
+        """All images as uint8 [N, C, R, R]: a read-only np.memmap when cached."""
+        if self._images is None:
+            self._images = np.load(self._cache_path, mmap_mode="r")
         return self._images
 
     @property
@@ -119,8 +169,13 @@ class SliceDataset(torch.utils.data.Dataset):
 
     @property
     def records(self) -> list[SliceRecord]:
-        """The slice records, in dataset order."""
+        """The slice records kept (unreadable ones left out under skip_bad), in dataset order."""
         return self._records
+
+    @property
+    def cache_path(self) -> Path | None:
+        """The .npy cache file, or None when decoded into memory."""
+        return self._cache_path
 
     @property
     def num_classes(self) -> int:
@@ -128,13 +183,98 @@ class SliceDataset(torch.utils.data.Dataset):
         return int(self._labels.max()) + 1
 
 
-def _failure_message(failures: list[tuple[SliceRecord, str]]) -> str:
-    """First line: how many and which files; then one line per file with the reason."""
+def _decode_in_memory(shape: tuple[int, int, int, int], fill: Fill) -> tuple[np.ndarray, dict]:
+    """Decode through `fill` into a new in-memory array of `shape`, keeping the rows it keeps."""
+    images = np.empty(shape, dtype=np.uint8)  # [N, C, R, R]
+    kept, contents = fill(images)
+    return (images if len(kept) == len(images) else images[kept]), contents
+
+
+def _decode_into(
+    out: np.ndarray, records: list[SliceRecord], fit: str, progress: bool
+) -> tuple[list[int], dict]:
+    """Decode every record into its row of `out` [N, C, R, R]; return (kept rows, contents).
+
+    contents (JSON-ready, stored in the cache): "sizes" {"WxH": count} and "conversions"
+    {kind: count} over the kept images, "skipped" [[index, path, reason], ...].
+    """
+    _, img_channels, resolution, _ = out.shape
+    sizes: list[tuple[int, int] | None] = [None] * len(records)
+    conversions: list[str | None] = [None] * len(records)
+    failures: dict[int, str] = {}
+
+    def decode(index: int) -> None:
+        try:
+            out[index], sizes[index], conversions[index] = decode_image(
+                records[index].path, resolution, img_channels, fit
+            )
+        except Exception as error:  # noqa: BLE001 - any failure is reported per file
+            failures[index] = f"{type(error).__name__}: {error}"
+
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        jobs = pool.map(decode, range(len(records)))
+        desc = f"decoding slices at {resolution}px"
+        for _ in tqdm(jobs, total=len(records), desc=desc, unit="img", disable=not progress):
+            pass
+    kept = [i for i in range(len(records)) if i not in failures]
+    size_counts = Counter(f"{sizes[i][0]}x{sizes[i][1]}" for i in kept)
+    contents = {
+        "sizes": dict(size_counts.most_common()),
+        "conversions": dict(Counter(conversions[i] for i in kept if conversions[i]).most_common()),
+        "skipped": [[i, str(records[i].path), failures[i]] for i in sorted(failures)],
+    }
+    return kept, contents
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    width, height = text.split("x")
+    return int(width), int(height)
+
+
+def _warn_conversions(conversions: dict[str, int], total: int, img_channels: int) -> None:
+    """One warning for the whole dataset: how many images were converted to 8 bits, and how."""
+    if not conversions:
+        return
+    target = "grayscale" if img_channels == 1 else "RGB"
+    parts = []
+    for kind, count in conversions.items():
+        if kind in ("16-bit", "32-bit integer", "floating-point"):
+            parts.append(f"{count} {kind} (scaled so each image's maximum is 255, not clipped)")
+        elif img_channels == 1:
+            parts.append(f"{count} {kind} (to gray by ITU-R 601 luma, alpha dropped)")
+        else:
+            parts.append(f"{count} {kind} (to RGB, alpha dropped)")
+    converted = sum(conversions.values())
+    warnings.warn(
+        f"converted {converted} of {total} images to 8-bit {target}: {', '.join(parts)}",
+        stacklevel=3,
+    )
+
+
+def _warn_sizes(sizes: dict[tuple[int, int], int], geometry: Geometry) -> None:
+    """One warning when the images do not all have one size."""
+    if len(sizes) < 2:
+        return
+    listed = ", ".join(f"{count} at {w}x{h}" for (w, h), count in sizes.items())
+    r = geometry.resolution
+    warnings.warn(
+        f"the images have {len(sizes)} sizes ({listed}); each is fit to {r}x{r} from its own "
+        f"size by dataset.fit={geometry.fit}; native size {geometry.width}x{geometry.height} "
+        "(the most common) is used to save generated images",
+        stacklevel=3,
+    )
+
+
+def _failure_message(failures: list[tuple[SliceRecord, str]], note: str = "") -> str:
+    """First line: how many and which files (+ note); then one line per file with the reason."""
+    failures = sorted(failures, key=lambda f: str(f[0].path))
     names = [record.path.name for record, _ in failures]
     shown = ", ".join(names[:MAX_NAMED_FAILURES])
     if len(names) > MAX_NAMED_FAILURES:
         shown += f", and {len(names) - MAX_NAMED_FAILURES} more"
     noun = "image" if len(failures) == 1 else "images"
-    lines = [f"{len(failures)} {noun} could not be read: {shown}"]
+    hint = note or " (dataset.skip_bad=true leaves them out)"
+    lines = [f"{len(failures)} {noun} could not be read: {shown}{hint}"]
     lines += [f"  {record.path}: {reason}" for record, reason in failures]
     return "\n".join(lines)

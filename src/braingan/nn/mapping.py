@@ -33,12 +33,14 @@ class MappingNetwork(nn.Module):
             for fin, fout in zip(features[:-1], features[1:])
         )
         self.register_buffer("w_avg", torch.zeros(w_dim))
+        if c_dim > 0:  # each class's own w average: conditional truncation pulls toward it
+            self.register_buffer("w_avg_class", torch.zeros(c_dim, w_dim))
 
     def forward(
         self,
         z: torch.Tensor,  # [N, z_dim]
         c: torch.Tensor | None = None,  # [N, c_dim] one-hot class, or None
-        truncation_psi: float = 1.0,  # 1 = no truncation, 0 = every w becomes w_avg
+        truncation_psi: float = 1.0,  # 1 = no truncation, 0 = every w becomes w_avg (its class's, if conditional)
         truncation_cutoff: int | None = None,  # truncate only the first N ws; None = all
         update_emas: bool = False,  # update the tracked w average (training only)
     ) -> torch.Tensor:  # [N, num_ws, w_dim]
@@ -57,8 +59,20 @@ class MappingNetwork(nn.Module):
             x = layer(x)
         if update_emas and self.w_avg_beta is not None:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            if self.embed is not None:
+                self._update_class_avg(x.detach(), c.to(torch.float32))
         ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)
         if truncation_psi != 1:
             cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
-            ws[:, :cutoff] = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
+            center = self.w_avg if self.embed is None else c.to(torch.float32) @ self.w_avg_class  # [w_dim] or [N, w_dim]
+            center = center.unsqueeze(-2)  # broadcasts over the ws axis
+            ws[:, :cutoff] = center.lerp(ws[:, :cutoff], truncation_psi)
         return ws
+
+    def _update_class_avg(self, w: torch.Tensor, c: torch.Tensor) -> None:
+        """Move each class present in the batch toward its batch mean of w ([N, w_dim], [N, c_dim])."""
+        counts = c.sum(dim=0)  # [c_dim]
+        present = counts > 0
+        means = (c.t() @ w) / counts.clamp(min=1)[:, None]  # [c_dim, w_dim]
+        updated = means.lerp(self.w_avg_class, self.w_avg_beta)
+        self.w_avg_class.copy_(torch.where(present[:, None], updated, self.w_avg_class))

@@ -86,7 +86,11 @@ class _null_path:
 
 
 class SampleGrids(pl.Callback):
-    """`reals.png` once, then `fakes_<kimg>.png` from G_ema at the fixed latents and fixed noise."""
+    """`reals.png` once, then `fakes_<kimg>.png` from G_ema at the fixed latents and fixed noise.
+
+    Conditional models get one row per class in both grids; tiles keep the data's native aspect
+    (the fit policy's padding is cut off) at the model's resolution.
+    """
 
     def __init__(self, dirpath: str | Path, image_kimg: float | None, truncation_psi: float = 1.0):
         self.dirpath = Path(dirpath)
@@ -102,7 +106,11 @@ class SampleGrids(pl.Callback):
         return torch.cat(images).cpu()
 
     def _write(self, trainer, module, name: str, images: torch.Tensor, tag: str) -> None:
-        grid = save_grid(images, self.dirpath / name)
+        # Tiles in the data's native aspect at model scale (ADNI at 256: 256x240, padding cut off).
+        geometry = module.geometry
+        if geometry is not None:
+            images = geometry.to_display(images)
+        grid = save_grid(images, self.dirpath / name, rows=module.sample_rows)
         if trainer.logger is not None and hasattr(trainer.logger.experiment, "add_image"):
             trainer.logger.experiment.add_image(tag, grid, global_step=module.cur_nimg, dataformats="HWC")
 
@@ -111,7 +119,7 @@ class SampleGrids(pl.Callback):
             return
         dm = trainer.datamodule
         if not (self.dirpath / "reals.png").exists() and dm is not None and hasattr(dm, "real_images"):
-            self._write(trainer, module, "reals.png", dm.real_images(module.sample_z.shape[0]), "samples/reals")
+            self._write(trainer, module, "reals.png", dm.real_images(module.sample_z.shape[0], module.sample_c if module.sample_rows else None), "samples/reals")
         if module.cur_nimg == 0:
             self._write(trainer, module, f"fakes_{kimg_tag(0, self.image_kimg)}.png", self.render(module), "samples/fakes")
 

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from ..data.fit import Geometry
 from ..nn.augment import AugmentPipe, ada_adjust
 from ..nn.config import NetworkConfig
 from ..nn.discriminator import Discriminator
@@ -35,12 +36,20 @@ def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
 
 
 class StyleGAN2Module(pl.LightningModule):
-    def __init__(self, net: dict | NetworkConfig, train: dict | TrainConfig):
+    def __init__(
+        self,
+        net: dict | NetworkConfig,   # network hyperparameters
+        train: dict | TrainConfig,   # training hyperparameters
+        data: dict | None = None,    # what generation needs about the data: class_names, geometry (SliceDataModule.data_info)
+    ):
         super().__init__()
         self.net_cfg = net if isinstance(net, NetworkConfig) else NetworkConfig.from_dict(net)
         self.train_cfg = train if isinstance(train, TrainConfig) else TrainConfig.from_dict(train)
+        self.data_info = dict(data or {})
         # Plain dicts in the checkpoint, so the networks rebuild from the file alone.
-        self.save_hyperparameters({"net": self.net_cfg.to_dict(), "train": self.train_cfg.to_dict()}, logger=False)
+        self.save_hyperparameters(
+            {"net": self.net_cfg.to_dict(), "train": self.train_cfg.to_dict(), "data": self.data_info}, logger=False
+        )
         self.automatic_optimization = False
 
         self.G = Generator(self.net_cfg)
@@ -57,7 +66,10 @@ class StyleGAN2Module(pl.LightningModule):
         self.register_buffer("ada_stat", torch.zeros(2))  # [sum of sign(D(real)), count] since the last p update
         g = torch.Generator().manual_seed(tc.sample_seed)
         self.register_buffer("sample_z", torch.randn(tc.num_samples, self.net_cfg.z_dim, generator=g))
-        sample_c = torch.arange(tc.num_samples) % max(self.net_cfg.c_dim, 1)
+        # Conditional: one grid row per class (row k holds class k).
+        self.sample_rows = self.net_cfg.c_dim if self.net_cfg.c_dim > 0 else None
+        per_row = -(-tc.num_samples // max(self.net_cfg.c_dim, 1))
+        sample_c = (torch.arange(tc.num_samples) // per_row).clamp(max=max(self.net_cfg.c_dim - 1, 0))
         self.register_buffer("sample_c", sample_c)
         self.cur_nimg = 0  # images shown to D so far (all processes)
         self.prev_nimg = 0  # cur_nimg before the last step (callbacks fire on crossing a tick)
@@ -76,6 +88,12 @@ class StyleGAN2Module(pl.LightningModule):
     @property
     def cur_kimg(self) -> float:
         return self.cur_nimg / 1000.0
+
+    @property
+    def geometry(self) -> Geometry | None:
+        """Native size and fit policy of the training images; None when not known."""
+        g = self.data_info.get("geometry")
+        return Geometry.from_dict(g) if g else None
 
     @property
     def ada_p(self) -> float:
@@ -155,7 +173,9 @@ class StyleGAN2Module(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         tc = self.train_cfg
-        real, labels = batch  # [N, C, R, R] in [-1, 1], [N]
+        real, labels = batch  # [N, C, R, R] uint8 (or float in [-1, 1]), [N]
+        if real.dtype == torch.uint8:  # the loader ships bytes; convert here, on the device
+            real = real.to(torch.float32) / 127.5 - 1.0
         n = real.shape[0]
         c_real = self._one_hot(labels)
         c_gen = self._one_hot(labels.roll(1)) if c_real is not None else None

@@ -1,0 +1,25 @@
+"""manifest.csv: the columns, one row per slice, and a lossless round trip."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from braingan.data.layouts import SliceRecord
+from braingan.data.manifest import read_manifest, write_manifest
+
+
+def test_manifest_round_trip_and_columns(tmp_path: Path) -> None:
+    records = [
+        SliceRecord(tmp_path / "train" / "AD" / "218391_78.jpeg", "218391", 78, 0, "train", "AD"),
+        SliceRecord(tmp_path / "test" / "NC" / "1182968_9.jpeg", "1182968", 9, 1, "test", "NC"),
+        SliceRecord(tmp_path / "a, b.png", "a, b", 0, 0, "validate"),  # a comma survives quoting
+    ]
+    path = write_manifest(records, tmp_path / "run" / "manifest.csv")
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["path", "subject", "slice", "label", "class", "split"]
+    assert rows[1] == [str(records[0].path), "218391", "78", "0", "AD", "train"]
+    assert len(rows) == 4
+    assert read_manifest(path) == records
+    assert not list((tmp_path / "run").glob(".*.tmp"))  # written atomically, no leftovers
