@@ -5,9 +5,8 @@
 
 Writes (once) a folder of `--images` 8-bit PNG slices (MNI152 template slices with a random
 shift, brightness and noise each; plain noise if nilearn is missing) under `--cache-dir`, builds
-or reuses the decoded-slice cache of `SliceDataset`, and reads it through a DataLoader set up
-like `SliceDataModule.train_dataloader` (InfiniteSampler, drop_last, persistent workers,
-pin_memory only with CUDA). After a warm-up it counts the images delivered to the main process
+or reuses the decoded-slice cache of `SliceDataset`, and reads it through
+`SliceDataModule.train_dataloader`, the loader training uses. After a warm-up it counts the images delivered to the main process
 for `--seconds` and prints one line. `--cold` deletes this benchmark's caches first, so the
 cache build is part of the run. The target: >= 2,000 img/s at 256 x 256 with 2 workers.
 """
@@ -26,9 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from braingan.data.dataset import SliceDataset
-from braingan.data.layouts import discover
-from braingan.data.sampler import InfiniteSampler
+from braingan.data.datamodule import SliceDataModule
 
 DONE = ".complete"  # marker inside a finished synthetic folder (hidden: no layout lists it)
 
@@ -79,25 +76,6 @@ def synthetic_folder(
     return folder
 
 
-def make_loader(
-    dataset: SliceDataset,  # the decoded slices
-    batch_size: int,        # images per batch
-    num_workers: int,       # worker processes; 0 = main process
-    seed: int = 0,          # shuffling seed
-) -> torch.utils.data.DataLoader:
-    """The loader of `SliceDataModule.train_dataloader` (single process, start 0)."""
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=InfiniteSampler(len(dataset), seed=seed),
-        num_workers=num_workers,
-        drop_last=True,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(seed),
-    )
-
-
 def measure(
     loader: torch.utils.data.DataLoader,  # an endless loader
     seconds: float,                       # how long to count after the warm-up
@@ -134,12 +112,14 @@ def main(argv: list[str] | None = None) -> float:
     if args.cold:
         shutil.rmtree(cache_dir, ignore_errors=True)
     start = time.perf_counter()
-    dataset = SliceDataset(
-        discover(folder, layout="folder"), args.resolution, cache_dir=cache_dir, progress=False
+    dm = SliceDataModule(  # the training code path itself; every image trains (no hold-out)
+        str(folder), layout="folder", resolution=args.resolution, batch_size=args.batch_size,
+        num_workers=args.workers, cache_dir=str(cache_dir), holdout=0.0, progress=False,
     )
+    dm.setup()
+    dataset = dm.dataset
     opened = time.perf_counter() - start
-    rate = measure(make_loader(dataset, args.batch_size, args.workers), args.seconds,
-                   args.warmup_batches)
+    rate = measure(dm.train_dataloader(), args.seconds, args.warmup_batches)
     cache = "cache hit" if dataset.cache_hit else "cache built"
     r = args.resolution
     print(
