@@ -6,7 +6,7 @@ import itertools
 import pytest
 import pytorch_lightning as pl
 
-from braingan.conf_utils import CONF_DIR, normalize_overrides, run_dir_for_resume
+from braingan.conf_utils import CONF_DIR, normalize_overrides, replay_overrides, run_dir_for_resume
 from braingan.nn.discriminator import Discriminator
 from braingan.nn.synthesis import Generator
 from braingan.train import build_configs, build_datamodule
@@ -21,7 +21,7 @@ TRAINERS = sorted(p.stem for p in (CONF_DIR / "trainer").glob("*.yaml"))
 
 
 def test_groups_hold_the_documented_options():
-    assert {"demo", "folder", "oasis"} <= set(DATASETS)
+    assert {"demo", "folder", "oasis", "adni"} <= set(DATASETS)
     assert {"tiny", "small", "base", "paper"} <= set(MODELS)
     assert RESOLUTIONS == ["32", "64", "128", "256", "512"]
     assert {"cpu", "gpu"} <= set(TRAINERS)
@@ -100,3 +100,26 @@ def test_missing_dataset_root_is_one_clear_line(tmp_path):
     cfg = compose(["dataset=oasis", f"dataset.root={tmp_path / 'nowhere'}", f"run_dir={tmp_path}"])
     with pytest.raises(DatasetError, match="keras_png_slices_train"):
         build_datamodule(cfg).setup("fit")
+
+
+def test_resume_replays_the_runs_own_overrides_and_the_command_line_wins(tmp_path):
+    run = tmp_path / "outputs" / "2026-01-01" / "10-00-00"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"x")
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text(
+        "- trainer=cpu\n- dataset=adni\n- dataset.root=/data/AD_NC\n- resolution=128\n"
+        f"- hydra.run.dir={run}\n- run_dir={run}\n"
+    )
+    args = replay_overrides([f"resume={ckpt}", "kimg=50"])
+    assert args == ["trainer=cpu", "dataset=adni", "dataset.root=/data/AD_NC", "resolution='128'",
+                    f"resume={ckpt}", "kimg=50"]
+    cfg = compose(args + ["dataset=oasis"])  # given again on the command line: that wins
+    assert cfg.dataset.name == "oasis" and cfg.resolution == 128 and cfg.kimg == 50
+    assert replay_overrides(["kimg=5"]) == ["kimg=5"]  # not a resume: unchanged
+
+
+def test_dataset_classes_as_a_bare_string_is_one_class(tmp_path):
+    cfg = compose(["dataset=adni", "dataset.classes=AD", f"run_dir={tmp_path}"])
+    assert build_datamodule(cfg).classes == ["AD"]

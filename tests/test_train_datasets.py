@@ -92,3 +92,14 @@ def test_folder_non_square_with_subject_holdout(tmp_path):
     # The split is seeded: a second run makes the same one.
     again = run_one_step(tmp_path / "again", "folder", root, **{"dataset.holdout": 0.2})
     assert manifest_rows(again) == rows
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_classes_or_an_unconditional_model(tmp_path):
+    root = write_adni(tmp_path / "ADNI")
+    run = run_one_step(tmp_path, "adni", root)
+    last = str(run / "checkpoints" / "last.ckpt")
+    with pytest.raises(ValueError, match=r"classes \['AD', 'NC'\] -> \['NC', 'AD'\]"):
+        run_one_step(tmp_path, "adni", root, resume=last, **{"dataset.classes": "[NC,AD]"})
+    with pytest.raises(ValueError, match="c_dim 2 -> 0"):
+        run_one_step(tmp_path, "adni", root, resume=last, **{"model.conditional": False})

@@ -52,6 +52,29 @@ def run_dir_for_resume(resume: str | None, default: str) -> str:
     return str(ckpt.resolve().parent.parent if ckpt.parent.name == "checkpoints" else ckpt.resolve().parent)
 
 
+# Overrides of the original run that a resume must not repeat: where it ran and what it resumed.
+_NOT_REPLAYED = ("resume", "run_dir", "hydra.")
+
+
+def replay_overrides(args: list[str]) -> list[str]:
+    """For a resume, the original run's command-line overrides followed by `args` (later wins).
+
+    `make resume` must continue the run that was started, on its data and model, not on the
+    defaults: Hydra saved that run's overrides in <run>/.hydra/overrides.yaml. Anything given
+    again on the command line overrides the saved value. Without resume= nothing changes.
+    """
+    resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
+    ckpt = resolve_resume(resume)
+    if ckpt is None:
+        return args
+    saved = Path(run_dir_for_resume(str(ckpt), "")) / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        return args
+    previous = [str(o) for o in OmegaConf.load(saved)]
+    keep = [o for o in previous if not o.lstrip("+~").startswith(_NOT_REPLAYED)]
+    return normalize_overrides(keep) + args
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("resume_dir"):
         OmegaConf.register_new_resolver("resume_dir", run_dir_for_resume)

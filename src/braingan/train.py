@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from .conf_utils import CONF_DIR, normalize_overrides, register_resolvers, resolve_resume
+from .conf_utils import CONF_DIR, normalize_overrides, register_resolvers, replay_overrides, resolve_resume
 from .data.datamodule import SliceDataModule
 from .nn.config import NetworkConfig
 from .training.callbacks import KimgCheckpoint, KimgProgressBar, SampleGrids, ScalarLogger
@@ -35,6 +35,8 @@ def build_datamodule(cfg: DictConfig, world_size: int = 1, run_dir: Path | None 
     if cfg.batch_size % world_size != 0:
         raise ValueError(f"batch_size={cfg.batch_size} (global) is not divisible by the {world_size} processes")
     classes = ds.get("classes")
+    if isinstance(classes, str):  # dataset.classes=AD means [AD]
+        classes = [classes]
     return SliceDataModule(
         root=_optional_path(ds.root),
         layout=ds.layout,
@@ -115,6 +117,23 @@ def build_configs(cfg: DictConfig, c_dim: int = 0) -> tuple[NetworkConfig, Train
     return net, train
 
 
+def check_resume_matches(state: dict, net: NetworkConfig, data_info: dict, ckpt_path) -> None:
+    """Refuse to resume onto different classes or another network shape, in one line."""
+    saved = state.get("hyper_parameters", {})
+    saved_net, saved_data = saved.get("net", {}), saved.get("data", {})
+    problems = []
+    for key in ("img_resolution", "img_channels", "c_dim", "z_dim", "w_dim", "channel_base", "channel_max", "mapping_layers"):
+        if key in saved_net and saved_net[key] != getattr(net, key):
+            problems.append(f"{key} {saved_net[key]} -> {getattr(net, key)}")
+    if "class_names" in saved_data and saved_data["class_names"] != data_info.get("class_names"):
+        problems.append(f"classes {saved_data['class_names']} -> {data_info.get('class_names')}")
+    if problems:
+        raise ValueError(
+            f"resume={ckpt_path} was trained with other settings ({'; '.join(problems)}); resume with the "
+            f"run's own dataset/model/resolution overrides (see its .hydra/overrides.yaml)"
+        )
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -184,6 +203,7 @@ def train(cfg: DictConfig) -> Path:
     if ckpt_path is not None:
         # The sampler resumes at the images this process has already consumed.
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+        check_resume_matches(state, net, module.data_info, ckpt_path)
         dm.start_index = int(state["braingan"]["cur_nimg"]) // trainer.world_size
         module.last_good_ckpt = str(ckpt_path)
         del state
@@ -200,7 +220,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    args = normalize_overrides(sys.argv[1:])
+    args = replay_overrides(normalize_overrides(sys.argv[1:]))
     # With no trainer= override, pick the hardware that is there.
     if not any(a.split("=")[0].lstrip("+~") == "trainer" for a in args):
         args.insert(0, "trainer=" + ("gpu" if torch.cuda.is_available() else "cpu"))

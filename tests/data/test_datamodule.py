@@ -205,3 +205,12 @@ def test_folder_holdout_is_by_subject_and_seeded(tmp_path: Path) -> None:
     same.setup()
     assert {r.subject for r in same.heldout_records} == held
     assert (dm.geometry.width, dm.geometry.height) == (260, 228)
+
+
+def test_a_chosen_class_without_training_images_is_an_error(tmp_path: Path) -> None:
+    root = write_adni(tmp_path / "ADNI", per_class=1, slices=2)
+    for image in (root / "AD_NC" / "train" / "NC").iterdir():  # NC only in the test split
+        image.rename(root / "AD_NC" / "test" / "NC" / image.name)
+    (root / "AD_NC" / "train" / "NC").rmdir()
+    with pytest.raises(DatasetError, match=r"class\(es\) \['NC'\] have no training images"):
+        make_dm(root, layout="adni").setup()

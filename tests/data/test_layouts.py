@@ -260,3 +260,22 @@ def test_folder_subject_regex(knee_root: Path) -> None:
     assert "matches 8 of the 9 image paths" in message and "left/stray.png" in message
     assert "not a valid regular expression" in error_of(
         knee_root, "folder", options=LayoutOptions(subject_regex="(unclosed"))
+
+
+def test_folder_numbered_images_of_one_prefix_are_separate_subjects(tmp_path: Path) -> None:
+    for n in range(1, 4):
+        touch(tmp_path / "flat" / f"IMG_{n:04d}.png")
+    with pytest.warns(UserWarning, match="each image is taken as its own subject"):
+        records = discover(tmp_path / "flat", "folder")
+    assert [r.subject for r in records] == ["IMG_0001", "IMG_0002", "IMG_0003"]
+
+
+def test_folder_labels_warn_about_images_outside_class_folders(knee_root: Path) -> None:
+    touch(knee_root / "loose.png")
+    with pytest.warns(UserWarning, match="1 image.* directly in dataset.root=.* left out"):
+        records = discover(knee_root, "folder", options=LayoutOptions(labels=True))
+    assert len(records) == 8
+
+
+def test_classes_named_twice_is_an_error(adni_root: Path) -> None:
+    assert "names a class twice" in error_of(adni_root, "adni", classes=["AD", "AD"])

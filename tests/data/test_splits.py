@@ -56,3 +56,20 @@ def test_leak_across_splits_is_detected_and_named() -> None:
     with pytest.raises(DatasetError, match=r"1 subject\(s\) have slices in more than one split \(002 in train\+validate\)"):
         check_no_leak(data)
     check_no_leak(records(["001"]) + records(["002"], split="test"))
+
+
+def test_make_holdout_moves_a_subject_found_in_two_classes_whole() -> None:
+    """Left and right knee of one patient in two class folders: one subject, held out whole."""
+    left = records([f"p{i}" for i in range(6)], label=0)
+    right = records([f"p{i}" for i in range(6)], label=1)
+    out = make_holdout(left + right, 0.5, seed=2)
+    held = {r.subject for r in out if r.split == "validate"}
+    assert len(held) == 3  # half of six subjects, not half of each class separately
+    assert sum(r.split == "validate" for r in out) == 3 * 3 * 2
+    assert subject_leaks(out) == {}
+
+
+def test_make_holdout_warns_when_nothing_can_be_held_out() -> None:
+    with pytest.warns(UserWarning, match="no subject could be held out"):
+        out = make_holdout(records(["only"]), 0.2)
+    assert {r.split for r in out} == {"train"}

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> float:
     dm = SliceDataModule(  # the training code path itself; every image trains (no hold-out)
         str(folder), layout="folder", resolution=args.resolution, batch_size=args.batch_size,
         num_workers=args.workers, cache_dir=str(cache_dir), holdout=0.0, progress=False,
+        subject_regex=r"([^/]+)\.png$",  # every synthetic slice is its own subject
     )
     dm.setup()
     dataset = dm.dataset

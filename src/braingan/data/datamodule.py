@@ -3,8 +3,10 @@
 Plain constructor arguments (no Hydra here): the entry point builds this class from the config.
 
 - Discovery lists every split of the layout; the `splits` argument picks the training ones and
-  the rest stay held out for evaluation. A layout with no held-out split gets a seeded split by
-  subject (`holdout` of the subjects, per class). A subject found in two splits stops the run.
+  the rest stay held out for evaluation. A layout with no splits of its own (everything is
+  'train', as in `folder`) gets a seeded 'validate' split by subject (`holdout` of the subjects,
+  per class). Training on every split of a layout that has them is the user's choice: nothing
+  is held out then. A subject found in two splits stops the run.
 - `manifest.csv` (path, subject, slice, label, class, split of every slice) goes to
   `manifest_path` when given.
 - The training slices are decoded once into a memory-mapped uint8 cache (see dataset.py);
@@ -111,8 +113,8 @@ class SliceDataModule(pl.LightningDataModule):
                 f"dataset.splits={list(self.splits)}: no images in split(s) {unknown} of "
                 f"dataset.root={self.root} (splits found: {found})"
             )
-        if not has_holdout(records, self.splits):
-            records = make_holdout(records, self.holdout, self.split_seed)
+        if not has_holdout(records, ["train"]):  # the layout has no splits of its own (folder)
+            records = make_holdout(records, self.holdout, self.split_seed, "validate")
         check_no_leak(records)
         return records
 
@@ -140,6 +142,12 @@ class SliceDataModule(pl.LightningDataModule):
         skipped = {record.path for record, _ in dataset.skipped}
         self.records = [r for r in records if r.path not in skipped]
         self.dataset = dataset
+        missing = [n for k, n in enumerate(self.class_names) if not bool((dataset.labels == k).any())]
+        if missing:
+            raise DatasetError(
+                f"class(es) {missing} have no training images in dataset.splits={list(self.splits)}; "
+                "choose the classes with dataset.classes=[...]"
+            )
         if self.manifest_path is not None and self._rank_and_world()[0] == 0:
             write_manifest(self.records, self.manifest_path)
 
@@ -203,14 +211,16 @@ class SliceDataModule(pl.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        """Number of label classes of the training set (1 when unlabelled)."""
-        return self._require_dataset().num_classes
+        """Number of label classes (1 when unlabelled)."""
+        return max(len(self.class_names), 1)
 
     @property
     def class_names(self) -> list[str]:
         """Class names in label order ([] when unlabelled)."""
         names: dict[int, str] = {}
-        for r in self.records or self._require_dataset().records:
+        if not self.records:
+            self._require_dataset()
+        for r in self.records:
             names.setdefault(r.label, r.class_name)
         if names.keys() == {0} and names[0] == "":
             return []

@@ -41,7 +41,11 @@ PLAIN_MODES = {1: ("1", "L"), 3: ("1", "L", "RGB")}         # converted without 
 
 
 def to_8bit(image: Image.Image, img_channels: int) -> tuple[Image.Image, str | None]:
-    """(image as 8-bit "L" or "RGB", what conversion happened or None); see module docstring."""
+    """(image as 8-bit "L" or "RGB", what conversion happened or None); see module docstring.
+
+    Changing what this or `fit.fit_image` produces changes cached pixels: bump
+    cache.CACHE_VERSION with it, or old caches would be reused.
+    """
     conversion = None
     if image.mode in DEEP_MODES:
         conversion = (

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -237,6 +238,13 @@ def _find_folder(root: Path, options: LayoutOptions) -> list[SliceRecord]:
                 f"dataset.root={root}: the class folder(s) {', '.join(e + '/' for e in empty)} "
                 "hold no images; remove them or add their images"
             )
+        loose = [p for p in paths if len(p.relative_to(root).parts) == 1]
+        if loose:
+            warnings.warn(
+                f"dataset.labels=true: {len(loose)} image(s) directly in dataset.root={root} belong "
+                f"to no class folder and are left out (e.g. {loose[0].name})",
+                stacklevel=3,
+            )
         paths = [p for p in paths if len(p.relative_to(root).parts) > 1]
     pattern = None
     if options.subject_regex:
@@ -260,6 +268,14 @@ def _find_folder(root: Path, options: LayoutOptions) -> list[SliceRecord]:
             subject, slice_index = (match["subject"], int(match["slice"])) if match else (p.stem, 0)
         class_name = p.relative_to(root).parts[0] if options.labels else ""
         records.append(SliceRecord(p, subject, slice_index, 0, "train", class_name))
+    if pattern is None and len(records) > 1 and len({r.subject for r in records}) == 1:
+        # IMG_0001.png ... IMG_0020.png: the trailing number is an image number, not a slice.
+        warnings.warn(
+            f"dataset.root={root}: every image name is <one prefix>_<number>, so each image is "
+            "taken as its own subject; set dataset.subject_regex if images share subjects",
+            stacklevel=3,
+        )
+        records = [replace(r, subject=r.path.stem, slice=0) for r in records]
     if unmatched and paths:
         matched = len(paths) - len(unmatched)
         what = "none of the" if matched == 0 else f"{matched} of the {len(paths)}"
@@ -297,6 +313,8 @@ def _with_labels(records: list[SliceRecord], classes: Sequence[str] | None) -> l
         chosen = names
     else:
         chosen = list(classes)
+        if len(set(chosen)) != len(chosen):
+            raise DatasetError(f"dataset.classes={chosen} names a class twice")
         if names == [""]:
             raise DatasetError(
                 f"dataset.classes={chosen} but this dataset has no class labels "

@@ -9,6 +9,7 @@ any machine.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
@@ -92,20 +93,29 @@ def make_holdout(
 ) -> list[SliceRecord]:
     """Move a seeded `fraction` of the subjects, with all their slices, into split `name`.
 
-    Subjects are drawn per class when the records are labelled, so every class keeps held-out
-    subjects (a subject lives in one class folder; if it appears in two it follows its first).
+    The draw is stratified by class so every class keeps held-out subjects: each subject counts
+    once, in the class of its first slice (a subject with slices in two class folders, e.g. the
+    left and right knee of one patient, moves whole). Warns when nothing could be held out.
     """
     if not 0 <= fraction < 1:
         raise DatasetError(f"dataset.holdout={fraction} must be in [0, 1)")
     if fraction == 0:
         return list(records)
-    by_class: dict[int, list[str]] = {}
+    class_of: dict[str, int] = {}
     for record in records:
-        by_class.setdefault(record.label, []).append(record.subject)
+        class_of.setdefault(record.subject, record.label)
     held: set[str] = set()
-    for label, subjects in sorted(by_class.items()):
-        if len(set(subjects)) < 2:
+    for label in sorted(set(class_of.values())):
+        subjects = [s for s, k in class_of.items() if k == label]
+        if len(subjects) < 2:
             continue  # a single subject cannot be split
         assignment = split_subjects(subjects, {"train": 1 - fraction, name: fraction}, seed + label)
         held.update(s for s, split in assignment.items() if split == name)
+    if not held:
+        warnings.warn(
+            f"dataset.holdout={fraction}: no subject could be held out ({len(class_of)} subject(s) "
+            "per class is too few); evaluation will have no held-out slices. With dataset=folder, "
+            "set dataset.subject_regex so that the subjects are found",
+            stacklevel=2,
+        )
     return [replace(r, split=name) if r.subject in held else r for r in records]

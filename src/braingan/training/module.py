@@ -64,13 +64,15 @@ class StyleGAN2Module(pl.LightningModule):
         # Training state that must survive a resume lives in buffers (saved in the state dict).
         self.register_buffer("pl_mean", torch.zeros([]))
         self.register_buffer("ada_stat", torch.zeros(2))  # [sum of sign(D(real)), count] since the last p update
+        # Conditional: one grid row per class (row k holds class k), num_samples // c_dim per row
+        # (at least one), so every class is shown.
+        c_dim = self.net_cfg.c_dim
+        self.sample_rows = c_dim if c_dim > 0 else None
+        per_row = max(1, tc.num_samples // c_dim) if c_dim > 0 else tc.num_samples
+        num_samples = per_row * max(c_dim, 1)
         g = torch.Generator().manual_seed(tc.sample_seed)
-        self.register_buffer("sample_z", torch.randn(tc.num_samples, self.net_cfg.z_dim, generator=g))
-        # Conditional: one grid row per class (row k holds class k).
-        self.sample_rows = self.net_cfg.c_dim if self.net_cfg.c_dim > 0 else None
-        per_row = -(-tc.num_samples // max(self.net_cfg.c_dim, 1))
-        sample_c = (torch.arange(tc.num_samples) // per_row).clamp(max=max(self.net_cfg.c_dim - 1, 0))
-        self.register_buffer("sample_c", sample_c)
+        self.register_buffer("sample_z", torch.randn(num_samples, self.net_cfg.z_dim, generator=g))
+        self.register_buffer("sample_c", torch.arange(num_samples) // per_row)  # [num_samples] class of each
         self.cur_nimg = 0  # images shown to D so far (all processes)
         self.prev_nimg = 0  # cur_nimg before the last step (callbacks fire on crossing a tick)
         self.batch_idx = 0  # training steps so far (drives the lazy intervals)
