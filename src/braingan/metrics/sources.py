@@ -1,0 +1,128 @@
+"""Where evaluation images come from: a run's real slices (by split) and its generator.
+
+Real slices are the ones the run's `manifest.csv` lists (the exact subject split the model was
+trained with), decoded like training decodes them (same resolution and fit policy, through the
+slice cache). Generated slices come from the checkpoint's EMA generator, in seeded batches,
+as uint8 by the rounding convention of the FID tools.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.dataset import SliceDataset
+from ..data.layouts import SliceRecord
+from ..data.manifest import read_manifest
+from ..utils.images import to_uint8
+
+REAL_SETS = ("train", "validate", "test", "heldout", "all")
+
+
+def run_dir_of(ckpt: str | os.PathLike) -> Path:
+    """The run folder of a checkpoint (<run>/checkpoints/x.ckpt -> <run>)."""
+    ckpt = Path(ckpt).resolve()
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def real_records(
+    run_dir: Path,                 # a run folder holding manifest.csv
+    which: str,                    # train | validate | test | heldout | all
+    train_splits: Sequence[str],   # the splits the run trained on
+) -> list[SliceRecord]:
+    """The manifest's slices of one real set; 'train' = the training splits, 'heldout' = the rest."""
+    manifest = run_dir / "manifest.csv"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest} is missing: evaluation needs the run's manifest of slices")
+    if which not in REAL_SETS:
+        raise ValueError(f"eval.real={which} must be one of {', '.join(REAL_SETS)}")
+    records = read_manifest(manifest)
+    if which == "all":
+        return records
+    if which == "train":
+        return [r for r in records if r.split in train_splits]
+    if which == "heldout":
+        return [r for r in records if r.split not in train_splits]
+    return [r for r in records if r.split == which]
+
+
+def real_images(
+    records: Sequence[SliceRecord],  # the slices
+    resolution: int,                 # model side R
+    fit: str,                        # fit policy the model was trained with
+    cache_dir: str | None,           # decoded-slice cache folder; None = in memory
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 [N, 1, R, R], labels [N]) decoded exactly like the training data."""
+    data = SliceDataset(records, resolution, 1, fit=fit, cache_dir=cache_dir, skip_bad=True, progress=progress)
+    return torch.from_numpy(np.asarray(data.images)), data.labels
+
+
+def generated_batches(
+    G: torch.nn.Module,            # the generator (eval mode)
+    labels: torch.Tensor,          # [N] class of each image (zeros when unconditional)
+    batch_size: int,               # images per generator call
+    seed: int,                     # seeds z and the noise inputs
+    truncation_psi: float = 1.0,   # 1 = none
+    device: torch.device | str = "cpu",
+) -> Iterator[torch.Tensor]:       # uint8 [B, C, R, R] per batch
+    """N images from G at seeded latents, as uint8 by rounding, batch by batch."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the noise inputs draw from the global generator
+    for start in range(0, len(labels), batch_size):
+        lab = labels[start : start + batch_size]
+        z = torch.randn(len(lab), G.z_dim, generator=g).to(device)
+        c = F.one_hot(lab.long(), G.c_dim).float().to(device) if G.c_dim > 0 else None
+        with torch.no_grad():
+            yield to_uint8(G(z, c, truncation_psi=truncation_psi, noise_mode="random")).cpu()
+
+
+def sample_labels(real_labels: torch.Tensor, n: int, num_classes: int, seed: int) -> torch.Tensor:
+    """n class labels drawn in the real set's class proportions (exact counts, shuffled)."""
+    if num_classes <= 1:
+        return torch.zeros(n, dtype=torch.int64)
+    freq = torch.bincount(real_labels, minlength=num_classes).double()
+    counts = torch.floor(freq / freq.sum() * n).long()
+    counts[torch.argmax(freq)] += n - int(counts.sum())  # the rounding remainder goes to the largest class
+    labels = torch.repeat_interleave(torch.arange(num_classes), counts)
+    return labels[torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))]
+
+
+def real_set(
+    run_dir: Path,                 # the run folder (manifest.csv)
+    which: str,                    # train | validate | test | heldout | all
+    train_splits: Sequence[str],   # the splits the run trained on
+    resolution: int,               # model side R
+    fit: str,                      # fit policy of the run
+    extractor,                     # InceptionFeatures (has .sha256)
+    cache: Path | None,            # cache root: <cache>/slices and <cache>/stats; None = no caches
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict | None:
+    """A real set's records, uint8 images [N, 1, R, R], labels [N] and features [N, D].
+
+    Features come from the real-statistics cache when the same files were seen with the same
+    resolution, fit policy and extractor ('cached': True). None when the set has < 2 slices.
+    """
+    from .features import extract_features
+    from .stats_cache import load_or_compute
+
+    records = real_records(run_dir, which, train_splits)
+    if len(records) < 2:
+        return None
+    images, labels = real_images(records, resolution, fit, str(cache / "slices") if cache else None, progress)
+
+    def compute() -> np.ndarray:
+        return extract_features(extractor, images, batch_size, progress=progress, desc=f"real {which}")
+
+    if cache is None:
+        features, hit = compute(), False
+    else:
+        stats, hit = load_or_compute(cache / "stats", [r.path for r in records], resolution, fit,
+                                     extractor.sha256, compute)
+        features = stats.features
+    return {"records": records, "images": images, "labels": labels, "features": features, "cached": hit}
