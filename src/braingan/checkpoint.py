@@ -28,3 +28,21 @@ def load_generator(path: str | os.PathLike, which: str = "G_ema", map_location: 
 def checkpoint_kimg(path: str | os.PathLike) -> float:
     """Training time stored in a checkpoint, in kimg."""
     return load_checkpoint(path)["braingan"]["cur_nimg"] / 1000.0
+
+
+def load_data_info(path: str | os.PathLike) -> dict:
+    """What a checkpoint knows about its training data, without building any network.
+
+    Returns {"class_names": [...] (label order; [] when unlabelled), "geometry": Geometry or
+    None (checkpoints written before the fit policy existed)}. The file is memory-mapped, so
+    only the small hyperparameter dict is read from disk.
+    """
+    from .data.fit import Geometry
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    data = ckpt.get("hyper_parameters", {}).get("data") or {}
+    geometry = data.get("geometry")
+    return {
+        "class_names": [str(name) for name in data.get("class_names") or []],
+        "geometry": Geometry.from_dict(geometry) if geometry else None,
+    }
