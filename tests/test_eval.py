@@ -68,3 +68,21 @@ def test_audit_flags_copies_of_training_slices_only(tiny_ckpt, tmp_path):
     fresh = audit(ckpt, num_gen=24, cache_dir=str(cache), out=tmp_path / "held", progress=False,
                   generator=lambda labels: held_img[torch.arange(len(labels)) * 2 % len(held_img)])
     assert fresh["near_copy_fraction"] <= 0.1
+
+
+@pytest.mark.slow
+def test_fid_during_training_is_logged_and_keeps_the_best_checkpoint(tmp_path, demo_root):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from braingan.checkpoint import load_checkpoint
+
+    overrides = tiny_overrides(tmp_path, demo_root, 0.016, **{"schedule.fid_kimg": 0.008, "schedule.fid_num_gen": 12})
+    run = train(compose(overrides))
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    fids = events.Scalars("Metrics/fid0.012k_train")
+    assert [e.step for e in fids] == [8, 16] and all(math.isfinite(e.value) and e.value > 0 for e in fids)
+    best = load_checkpoint(run / "checkpoints" / "best_fid.ckpt")
+    best_step = min(fids, key=lambda e: e.value).step
+    assert best["braingan"]["cur_nimg"] == best_step
+    assert any((tmp_path / "stats").glob("real-32px-pad-*.npz"))  # beside the slice cache, shared with make eval

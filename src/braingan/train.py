@@ -21,6 +21,7 @@ from .data.datamodule import SliceDataModule
 from .nn.config import NetworkConfig
 from .training.callbacks import KimgCheckpoint, KimgProgressBar, SampleGrids, ScalarLogger
 from .training.config import TrainConfig
+from .training.fid_monitor import FIDMonitor
 from .training.module import StyleGAN2Module
 
 register_resolvers()
@@ -160,6 +161,13 @@ def train(cfg: DictConfig) -> Path:
     ckpt_path = resolve_resume(cfg.resume)
     schedule = cfg.schedule
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)
+    callbacks: list[pl.Callback] = []
+    if schedule.get("fid_kimg"):  # before the checkpoint callback, so last.ckpt holds the best FID
+        cache = _optional_path(cfg.dataset.get("cache_dir"))
+        callbacks.append(FIDMonitor(
+            run_dir / "checkpoints", schedule.fid_kimg, schedule.fid_num_gen,
+            cache_dir=str(Path(cache).parent / "stats") if cache else None, seed=cfg.seed,
+        ))
 
     trainer = pl.Trainer(
         accelerator=t.accelerator,
@@ -179,7 +187,7 @@ def train(cfg: DictConfig) -> Path:
         benchmark=t.benchmark if torch.cuda.is_available() else None,
         default_root_dir=str(run_dir),
         enable_model_summary=True,
-        callbacks=[
+        callbacks=callbacks + [
             KimgCheckpoint(run_dir / "checkpoints", schedule.snapshot_kimg, schedule.last_kimg),
             SampleGrids(run_dir / "samples", schedule.image_kimg),
             ScalarLogger(schedule.log_kimg),
