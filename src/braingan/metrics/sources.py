@@ -59,7 +59,7 @@ def real_images(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 [N, 1, R, R], labels [N]) decoded exactly like the training data."""
     data = SliceDataset(records, resolution, 1, fit=fit, cache_dir=cache_dir, skip_bad=True, progress=progress)
-    return torch.from_numpy(np.asarray(data.images)), data.labels
+    return torch.from_numpy(np.array(data.images)), data.labels  # a copy: the cache is mapped read-only
 
 
 def generated_batches(
