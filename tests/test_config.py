@@ -123,3 +123,15 @@ def test_resume_replays_the_runs_own_overrides_and_the_command_line_wins(tmp_pat
 def test_dataset_classes_as_a_bare_string_is_one_class(tmp_path):
     cfg = compose(["dataset=adni", "dataset.classes=AD", f"run_dir={tmp_path}"])
     assert build_datamodule(cfg).classes == ["AD"]
+
+
+def test_resolve_ckpt_last_and_missing(tmp_path):
+    from braingan.conf_utils import resolve_ckpt
+
+    ckpt = tmp_path / "outputs" / "a" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"x")
+    assert resolve_ckpt("last", tmp_path / "outputs") == ckpt
+    assert resolve_ckpt(None, tmp_path / "outputs") == ckpt
+    with pytest.raises(FileNotFoundError, match="ckpt=nope.ckpt: no such checkpoint file"):
+        resolve_ckpt("nope.ckpt")

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from .checkpoint import load_checkpoint, load_generator
-from .conf_utils import CONF_DIR, newest_last_checkpoint
+from .conf_utils import CONF_DIR, resolve_ckpt
 from .metrics.audit import data_copying_audit
 from .metrics.features import extract_features
 from .metrics.inception import InceptionFeatures
@@ -47,13 +47,14 @@ def audit(
     hp = load_checkpoint(ckpt)["hyper_parameters"]
     data = hp.get("data") or {}
     resolution = int(hp["net"]["img_resolution"])
+    channels = int(hp["net"].get("img_channels", 1))
     fit = (data.get("geometry") or {}).get("fit", "pad")
     splits = list(data.get("splits") or ["train"])
     run_dir = run_dir_of(ckpt)
     cache = Path(cache_dir).expanduser() if cache_dir else None
     net = InceptionFeatures(extractor, batch_size=batch_size).to(dev)
-    train = real_set(run_dir, "train", splits, resolution, fit, net, cache, batch_size, progress)
-    held = real_set(run_dir, "heldout", splits, resolution, fit, net, cache, batch_size, progress)
+    train = real_set(run_dir, "train", splits, resolution, fit, net, cache, batch_size, progress, channels)
+    held = real_set(run_dir, "heldout", splits, resolution, fit, net, cache, batch_size, progress, channels)
     if train is None or held is None:
         raise ValueError("the audit needs training and held-out subjects' slices in the run's manifest")
     G = load_generator(ckpt).to(dev)
@@ -92,7 +93,7 @@ def audit(
 
 @hydra.main(config_path=str(CONF_DIR), config_name="audit", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    s = audit(cfg.ckpt or newest_last_checkpoint(), cfg.num_gen, cfg.percentile, cfg.truncation_psi, cfg.seed,
+    s = audit(resolve_ckpt(cfg.ckpt), cfg.num_gen, cfg.percentile, cfg.truncation_psi, cfg.seed,
               cfg.batch_size, cfg.device, cfg.extractor, cfg.num_pairs, cfg.cache_dir, cfg.out, cfg.progress)
     print(f"near copies: {s['near_copy_fraction']:.1%} of {s['num_generated']} generated slices "
           f"(held-out baseline {s['heldout_baseline_fraction']:.1%}; thresholds: cosine {s['feature_threshold']:.4f}, "

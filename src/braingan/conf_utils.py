@@ -44,6 +44,16 @@ def resolve_resume(resume: str | None, outputs_root: str | Path = "outputs") -> 
     return path
 
 
+def resolve_ckpt(ckpt: str | None, outputs_root: str | Path = "outputs") -> Path:
+    """ckpt=null or 'last' -> the newest last.ckpt under outputs; else that file (must exist)."""
+    if ckpt in (None, "", "last"):
+        return newest_last_checkpoint(outputs_root)
+    path = Path(str(ckpt)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt={ckpt}: no such checkpoint file")
+    return path
+
+
 def run_dir_for_resume(resume: str | None, default: str) -> str:
     """Run folder for Hydra: a resumed run continues in the folder of its checkpoint."""
     ckpt = resolve_resume(resume)

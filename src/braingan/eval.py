@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from .checkpoint import load_checkpoint, load_generator
-from .conf_utils import CONF_DIR, newest_last_checkpoint
+from .conf_utils import CONF_DIR, resolve_ckpt
 from .metrics.features import extract_features
 from .metrics.fid import fid_from_features
 from .metrics.inception import InceptionFeatures
@@ -47,13 +47,14 @@ def _versions() -> dict:
 
 def _metrics(real: np.ndarray, fake: np.ndarray, k: int, kid_subsets: int, seed: int) -> dict:
     kid = kernel_inception_distance(real, fake, num_subsets=kid_subsets, seed=seed)
-    pr = precision_recall(real, fake, k=k)
+    # Precision/recall needs more than k points per set to define the k-NN balls.
+    pr = precision_recall(real, fake, k=k) if min(len(real), len(fake)) > k else None
     return {
         "fid": fid_from_features(real, fake),
         "kid_x1e3": kid.mean * 1e3,
         "kid_x1e3_std": kid.std * 1e3,
-        "precision": pr.precision,
-        "recall": pr.recall,
+        "precision": pr.precision if pr else float("nan"),
+        "recall": pr.recall if pr else float("nan"),
         "num_real": int(len(real)),
         "num_gen": int(len(fake)),
     }
@@ -85,6 +86,7 @@ def evaluate(
     del state
     data = hp.get("data") or {}
     resolution = int(hp["net"]["img_resolution"])
+    channels = int(hp["net"].get("img_channels", 1))
     fit = (data.get("geometry") or {}).get("fit", "pad")
     class_names = list(data.get("class_names") or [])
     train_splits = list(data.get("splits") or ["train"])
@@ -95,7 +97,7 @@ def evaluate(
     G = load_generator(ckpt).to(dev)
 
     def real_features(which: str):
-        found = real_set(run_dir, which, train_splits, resolution, fit, net, cache, batch_size, progress)
+        found = real_set(run_dir, which, train_splits, resolution, fit, net, cache, batch_size, progress, channels)
         return (None, None, None) if found is None else (found["features"], found["labels"], found["cached"])
 
     real_feat, real_lab, real_cached = real_features(real)
@@ -112,7 +114,7 @@ def evaluate(
         result["per_class"] = {
             name: _metrics(real_feat[(real_lab == k).numpy()], fake_feat[(gen_lab == k).numpy()], pr_k, kid_subsets, seed)
             for k, name in enumerate(class_names)
-            if int((real_lab == k).sum()) >= 2 and int((gen_lab == k).sum()) >= 2
+            if int((real_lab == k).sum()) > pr_k and int((gen_lab == k).sum()) > pr_k
         }
     if floor:
         train_feat, _, _ = real_features("train") if real != "train" else (real_feat, None, None)
@@ -135,6 +137,8 @@ def evaluate(
         "seed": seed,
         "extractor": str(net.path),
         "extractor_sha256": net.sha256,
+        "features": "Inception-v3 pool3, 2048-d (FID, KID and precision/recall alike)",
+        "img_channels": channels,
         "device": str(dev),
         "versions": _versions(),
         "seconds": round(time.perf_counter() - started, 2),
@@ -165,7 +169,7 @@ def format_table(result: dict) -> str:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    ckpt = cfg.ckpt or newest_last_checkpoint()
+    ckpt = resolve_ckpt(cfg.ckpt)
     result = evaluate(
         ckpt, cfg.num_gen, cfg.real, cfg.floor, cfg.per_class, cfg.truncation_psi, cfg.seed, cfg.batch_size,
         cfg.device, cfg.extractor, cfg.pr_k, cfg.kid_subsets, cfg.cache_dir, cfg.out, cfg.progress,

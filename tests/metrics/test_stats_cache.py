@@ -58,6 +58,7 @@ def test_key_follows_files_and_setup(files):
     assert stats_key(files, 64, "pad", "b" * 64) != base
     assert stats_key(files, 64, "pad", SHA, version=2) != base
     assert stats_key(files[::-1], 64, "pad", SHA) != base
+    assert stats_key(files, 64, "pad", SHA, img_channels=3) != base  # RGB decode: other features
     assert stats_key(files[:-1], 64, "pad", SHA) != base
     stat = os.stat(files[0])
     os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))

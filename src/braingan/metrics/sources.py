@@ -56,9 +56,10 @@ def real_images(
     fit: str,                        # fit policy the model was trained with
     cache_dir: str | None,           # decoded-slice cache folder; None = in memory
     progress: bool = True,
+    img_channels: int = 1,           # the model's image channels
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 [N, 1, R, R], labels [N]) decoded exactly like the training data."""
-    data = SliceDataset(records, resolution, 1, fit=fit, cache_dir=cache_dir, skip_bad=True, progress=progress)
+    """(uint8 [N, C, R, R], labels [N]) decoded exactly like the training data."""
+    data = SliceDataset(records, resolution, img_channels, fit=fit, cache_dir=cache_dir, skip_bad=True, progress=progress)
     return torch.from_numpy(np.array(data.images)), data.labels  # a copy: the cache is mapped read-only
 
 
@@ -102,6 +103,7 @@ def real_set(
     cache: Path | None,            # cache root: <cache>/slices and <cache>/stats; None = no caches
     batch_size: int = 64,
     progress: bool = True,
+    img_channels: int = 1,         # the model's image channels
 ) -> dict | None:
     """A real set's records, uint8 images [N, 1, R, R], labels [N] and features [N, D].
 
@@ -114,7 +116,8 @@ def real_set(
     records = real_records(run_dir, which, train_splits)
     if len(records) < 2:
         return None
-    images, labels = real_images(records, resolution, fit, str(cache / "slices") if cache else None, progress)
+    images, labels = real_images(records, resolution, fit, str(cache / "slices") if cache else None, progress,
+                                 img_channels)
 
     def compute() -> np.ndarray:
         return extract_features(extractor, images, batch_size, progress=progress, desc=f"real {which}")
@@ -123,6 +126,6 @@ def real_set(
         features, hit = compute(), False
     else:
         stats, hit = load_or_compute(cache / "stats", [r.path for r in records], resolution, fit,
-                                     extractor.sha256, compute)
+                                     extractor.sha256, compute, img_channels)
         features = stats.features
     return {"records": records, "images": images, "labels": labels, "features": features, "cached": hit}

@@ -39,9 +39,10 @@ def stats_key(
     fit: str,                             # fit policy: pad | crop | resize
     extractor_sha256: str,                # SHA-256 of the feature extractor's weights file
     version: int = STATS_VERSION,         # cache format version
+    img_channels: int = 1,                # channels the images are decoded to
 ) -> str:
     """Hex digest identifying the features of `paths` (by path, size and mtime) under one setup."""
-    header = json.dumps([version, int(resolution), str(fit), str(extractor_sha256)])
+    header = json.dumps([version, int(resolution), str(fit), str(extractor_sha256), int(img_channels)])
     digest = hashlib.sha256(header.encode())
     for path in paths:
         absolute = os.path.abspath(path)
@@ -100,8 +101,9 @@ def load_or_compute(
     fit: str,                                 # fit policy: pad | crop | resize
     extractor_sha256: str,                    # InceptionFeatures.sha256
     compute_fn: Callable[[], np.ndarray],     # extracts the features [N, D] on a miss
+    img_channels: int = 1,                    # channels the images are decoded to
 ) -> tuple[RealStats, bool]:                  # (statistics, True when read from the cache)
-    key = stats_key(paths, resolution, fit, extractor_sha256)
+    key = stats_key(paths, resolution, fit, extractor_sha256, img_channels=img_channels)
     path = cache_file(cache_dir, key, resolution, fit)
     cached = _read(path, key)
     if cached is not None:

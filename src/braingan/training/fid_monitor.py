@@ -65,7 +65,7 @@ class FIDMonitor(pl.Callback):
         else:
             geometry = dm.geometry
             stats, _ = load_or_compute(self.cache_dir, [r.path for r in dataset.records], geometry.resolution,
-                                       geometry.fit, self._net.sha256, compute)
+                                       geometry.fit, self._net.sha256, compute, int(dataset.images.shape[1]))
             self._real = stats.features
 
     @torch.no_grad()
@@ -88,8 +88,8 @@ class FIDMonitor(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if crossed_tick(module.prev_nimg, module.cur_nimg, self.every_kimg) is None:
             return
-        if not trainer.is_global_zero:
-            return  # only rank 0 measures; (multi-GPU runs are refused until DDP lands)
+        if trainer.world_size > 1:  # the best-FID save is collective: not yet supported under DDP
+            raise NotImplementedError("schedule.fid_kimg is not supported with several processes yet")
         fid = self.evaluate(trainer, module)
         if trainer.logger is not None:
             trainer.logger.log_metrics({self.tag: fid}, step=module.cur_nimg)
