@@ -16,13 +16,14 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from .checkpoint import load_checkpoint, load_generator
+from .checkpoint import load_generator
 from .conf_utils import CONF_DIR, resolve_ckpt
 from .metrics.audit import data_copying_audit
 from .metrics.features import extract_features
 from .metrics.inception import InceptionFeatures
-from .metrics.sources import generated_batches, real_set, run_dir_of, sample_labels
+from .metrics.sources import checkpoint_facts, generated_batches, real_set, sample_labels
 from .utils.images import save_grid
+from .utils.device import resolve_device
 from .utils.io import atomic_path
 
 
@@ -43,14 +44,10 @@ def audit(
 ) -> dict:
     """Runs the audit, writes audit.json and the closest-pairs figure, returns the summary."""
     ckpt = Path(ckpt)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    hp = load_checkpoint(ckpt)["hyper_parameters"]
-    data = hp.get("data") or {}
-    resolution = int(hp["net"]["img_resolution"])
-    channels = int(hp["net"].get("img_channels", 1))
-    fit = (data.get("geometry") or {}).get("fit", "pad")
-    splits = list(data.get("splits") or ["train"])
-    run_dir = run_dir_of(ckpt)
+    dev = resolve_device(device)
+    facts = checkpoint_facts(ckpt)
+    resolution, channels, fit = facts["resolution"], facts["channels"], facts["fit"]
+    splits, run_dir = facts["splits"], facts["run_dir"]
     cache = Path(cache_dir).expanduser() if cache_dir else None
     net = InceptionFeatures(extractor, batch_size=batch_size).to(dev)
     train = real_set(run_dir, "train", splits, resolution, fit, net, cache, batch_size, progress, channels)

@@ -47,7 +47,12 @@ def resolve_resume(resume: str | None, outputs_root: str | Path = "outputs") -> 
 def resolve_ckpt(ckpt: str | None, outputs_root: str | Path = "outputs") -> Path:
     """ckpt=null or 'last' -> the newest last.ckpt under outputs; else that file (must exist)."""
     if ckpt in (None, "", "last"):
-        return newest_last_checkpoint(outputs_root)
+        try:
+            return newest_last_checkpoint(outputs_root)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"ckpt=last: no {outputs_root}/**/checkpoints/last.ckpt under {Path.cwd()}; pass ckpt=<file>"
+            ) from None
     path = Path(str(ckpt)).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"ckpt={ckpt}: no such checkpoint file")

@@ -21,14 +21,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from .checkpoint import load_checkpoint, load_generator
+from .checkpoint import load_generator
 from .conf_utils import CONF_DIR, resolve_ckpt
 from .metrics.features import extract_features
 from .metrics.fid import fid_from_features
 from .metrics.inception import InceptionFeatures
 from .metrics.kid import kernel_inception_distance
 from .metrics.precision_recall import precision_recall
-from .metrics.sources import generated_batches, real_set, run_dir_of, sample_labels
+from .metrics.sources import checkpoint_facts, generated_batches, real_set, sample_labels
+from .utils.device import resolve_device
 from .utils.io import atomic_path
 
 PACKAGES = ("braingan", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "numpy", "scipy",
@@ -80,17 +81,10 @@ def evaluate(
     """Computes the metrics, writes metrics.json and returns its content."""
     started = time.perf_counter()
     ckpt = Path(ckpt)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    state = load_checkpoint(ckpt)
-    hp, kimg = state["hyper_parameters"], state["braingan"]["cur_nimg"] / 1000.0
-    del state
-    data = hp.get("data") or {}
-    resolution = int(hp["net"]["img_resolution"])
-    channels = int(hp["net"].get("img_channels", 1))
-    fit = (data.get("geometry") or {}).get("fit", "pad")
-    class_names = list(data.get("class_names") or [])
-    train_splits = list(data.get("splits") or ["train"])
-    run_dir = run_dir_of(ckpt)
+    dev = resolve_device(device)
+    facts = checkpoint_facts(ckpt)
+    resolution, channels, fit, kimg = facts["resolution"], facts["channels"], facts["fit"], facts["kimg"]
+    class_names, train_splits, run_dir = facts["class_names"], facts["splits"], facts["run_dir"]
     cache = Path(cache_dir).expanduser() if cache_dir else None
 
     net = InceptionFeatures(extractor, batch_size=batch_size).to(dev)

@@ -35,7 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from .checkpoint import load_data_info, load_generator
-from .conf_utils import CONF_DIR, newest_last_checkpoint
+from .utils.device import resolve_device
+from . import conf_utils
+from .conf_utils import CONF_DIR
 from .data.fit import Geometry
 from .nn.synthesis import Generator
 from .utils.animation import interpolation_path, mp4_writer_available, save_gif, save_mp4
@@ -319,15 +321,11 @@ def default_out(ckpt: Path) -> Path:
 
 
 def resolve_ckpt(ckpt) -> Path:
-    if ckpt in (None, "", "last"):
-        try:
-            return newest_last_checkpoint("outputs")
-        except FileNotFoundError:
-            raise GenerateError(f"ckpt=last: no outputs/**/checkpoints/last.ckpt under {Path.cwd()}; pass ckpt=<file>") from None
-    path = Path(str(ckpt)).expanduser()
-    if not path.is_file():
-        raise GenerateError(f"ckpt={ckpt}: no such checkpoint file")
-    return path
+    """conf_utils.resolve_ckpt, with its errors as usage errors (one line, no traceback)."""
+    try:
+        return conf_utils.resolve_ckpt(ckpt)
+    except FileNotFoundError as error:
+        raise GenerateError(str(error)) from None
 
 
 def generate(
@@ -363,7 +361,7 @@ def generate(
     seed_list = parse_seeds(seeds)
     path = resolve_ckpt(ckpt)
     out = Path(out).expanduser() if out not in (None, "") else default_out(path)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    device = resolve_device(device)
     G = load_generator(path, which).to(device)
     info = load_data_info(path)
     classes = pick_classes(G, info["class_names"], class_name, class_index)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from braingan.utils.io import atomic_path
+from braingan.utils.io import atomic_path, update_with_files
 
 CACHE_VERSION = 1   # bump whenever the decoded pixels or the metadata layout would change
 KEY_CHARS = 20      # hex digits of the SHA-256 kept in file names (80 bits)
@@ -48,14 +48,7 @@ def cache_key(
 ) -> str:
     """Hex digest identifying a decode of `paths` (by path, size and mtime) under one policy."""
     digest = hashlib.sha256(json.dumps([CACHE_VERSION, resolution, img_channels, fit]).encode())
-    for path in paths:
-        absolute = os.path.abspath(path)
-        try:
-            stat = os.stat(absolute)
-            size, mtime = stat.st_size, stat.st_mtime_ns
-        except OSError:  # missing now: the decode will report it
-            size, mtime = -1, -1
-        digest.update(b"\0" + os.fsencode(absolute) + f"\0{size}\0{mtime}".encode())
+    update_with_files(digest, paths)
     return digest.hexdigest()[:KEY_CHARS]
 
 

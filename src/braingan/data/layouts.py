@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from braingan.utils.io import walk_visible
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 OASIS_SPLITS = ("train", "validate", "test")
 ADNI_SPLITS = ("train", "test")
@@ -195,16 +197,7 @@ def _folder_expects() -> str:
 
 
 def _walk_images(root: Path) -> list[Path]:
-    paths: list[Path] = []
-    seen: set[str] = set()
-    for here, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(here)
-        if real in seen:  # a symlink loop: do not walk the same folder twice
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        paths.extend(Path(here) / f for f in files if _is_image(f))
+    paths = [Path(here) / f for here, files in walk_visible(root) for f in files if _is_image(f)]
     return sorted(paths, key=lambda p: natural_key(p.relative_to(root).as_posix()))
 
 

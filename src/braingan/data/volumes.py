@@ -27,6 +27,7 @@ import nibabel as nib
 import numpy as np
 
 from braingan.data.layouts import DatasetError, natural_key
+from braingan.utils.io import walk_visible
 
 VOLUME_PATTERNS = ("*.nii", "*.nii.gz", "*.img")  # file-name globs of the default search
 _HEADER_SUFFIXES = {".hdr": ".img", ".hdr.gz": ".img.gz"}  # Analyze header -> its image file
@@ -53,14 +54,7 @@ def find_volumes(
     root = Path(root)
     wanted = [p.lower() for p in ([patterns] if isinstance(patterns, str) else patterns)]
     found: set[Path] = set()
-    seen: set[str] = set()
-    for here, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(here)
-        if real in seen:  # a symlink loop: do not walk the same folder twice
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    for here, files in walk_visible(root):
         for name in files:
             if not name.startswith(".") and any(fnmatch.fnmatchcase(name.lower(), p) for p in wanted):
                 found.add(_volume_file(Path(here) / name))

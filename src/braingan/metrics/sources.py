@@ -29,6 +29,22 @@ def run_dir_of(ckpt: str | os.PathLike) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
+def checkpoint_facts(ckpt: str | os.PathLike) -> dict:
+    """What evaluation needs from a checkpoint besides G, read once (memory-mapped):
+    resolution, channels, fit policy, class names, training splits, kimg and the run folder."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+    net, data = state["hyper_parameters"]["net"], state["hyper_parameters"].get("data") or {}
+    return {
+        "resolution": int(net["img_resolution"]),
+        "channels": int(net.get("img_channels", 1)),
+        "fit": (data.get("geometry") or {}).get("fit", "pad"),
+        "class_names": list(data.get("class_names") or []),
+        "splits": list(data.get("splits") or ["train"]),
+        "kimg": state["braingan"]["cur_nimg"] / 1000.0,
+        "run_dir": run_dir_of(ckpt),
+    }
+
+
 def real_records(
     run_dir: Path,                 # a run folder holding manifest.csv
     which: str,                    # train | validate | test | heldout | all

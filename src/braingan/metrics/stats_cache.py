@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from braingan.metrics.fid import FeatureStats
-from braingan.utils.io import atomic_path
+from braingan.utils.io import atomic_path, update_with_files
 
 STATS_VERSION = 1   # bump whenever the features or the file layout would change
 KEY_CHARS = 20      # hex digits of the SHA-256 kept in file names (80 bits)
@@ -44,14 +44,7 @@ def stats_key(
     """Hex digest identifying the features of `paths` (by path, size and mtime) under one setup."""
     header = json.dumps([version, int(resolution), str(fit), str(extractor_sha256), int(img_channels)])
     digest = hashlib.sha256(header.encode())
-    for path in paths:
-        absolute = os.path.abspath(path)
-        try:
-            stat = os.stat(absolute)
-            size, mtime = stat.st_size, stat.st_mtime_ns
-        except OSError:  # missing now: the extraction will report it
-            size, mtime = -1, -1
-        digest.update(b"\0" + os.fsencode(absolute) + f"\0{size}\0{mtime}".encode())
+    update_with_files(digest, paths)
     return digest.hexdigest()[:KEY_CHARS]
 
 

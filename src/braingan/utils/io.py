@@ -5,7 +5,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -34,3 +34,32 @@ def kimg_tag(kimg: float, every_kimg: float | None = None) -> str:
     if not fractional and abs(kimg - round(kimg)) < 1e-9:
         return f"{int(round(kimg)):06d}"
     return f"{kimg:010.3f}"
+
+
+def update_with_files(digest, paths: Iterable[str | os.PathLike]) -> None:
+    """Feed each file's absolute path, size and mtime (ns) into a hashlib digest, in order.
+
+    What cache keys are made of: touching, replacing, adding, removing or reordering a file
+    changes the digest. A missing file counts as size and mtime -1 (its reader reports it).
+    """
+    for path in paths:
+        absolute = os.path.abspath(path)
+        try:
+            stat = os.stat(absolute)
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        digest.update(b"\0" + os.fsencode(absolute) + f"\0{size}\0{mtime}".encode())
+
+
+def walk_visible(root: str | os.PathLike) -> Iterator[tuple[str, list[str]]]:
+    """(folder, file names) below root, following symlinks, skipping hidden folders and loops."""
+    seen: set[str] = set()
+    for here, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:  # a symlink loop: do not walk the same folder twice
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        yield here, files
