@@ -155,6 +155,3 @@ def test_bf16_mixed_trains_with_finite_losses(tmp_path, demo_root):
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["braingan"]["cur_nimg"] == 32
 
 
-def test_several_processes_are_refused_clearly(tmp_path, demo_root):
-    with pytest.raises(NotImplementedError, match="trainer.devices=1"):
-        train(compose(tiny_overrides(tmp_path, demo_root, 0.016, **{"trainer.devices": 2})))

@@ -90,6 +90,19 @@ def replay_overrides(args: list[str]) -> list[str]:
     return normalize_overrides(keep) + args
 
 
+def slurm_gpus(accelerator, devices) -> int:
+    """GPUs per node to ask SLURM for: trainer.devices when training on GPUs, else 0."""
+    if str(accelerator).lower() not in ("gpu", "cuda"):
+        return 0
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        return len(devices)
+    raise ValueError(f"trainer.devices={devices}: give the number of GPUs per node for SLURM")
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("resume_dir"):
         OmegaConf.register_new_resolver("resume_dir", run_dir_for_resume)
+    if not OmegaConf.has_resolver("slurm_gpus"):
+        OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus)

@@ -5,6 +5,7 @@ Hydra composes conf/train.yaml with the dataset/, model/, resolution/ and traine
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -15,14 +16,17 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from .conf_utils import CONF_DIR, normalize_overrides, register_resolvers, replay_overrides, resolve_resume
 from .data.datamodule import SliceDataModule
 from .nn.config import NetworkConfig
 from .training.callbacks import KimgCheckpoint, KimgProgressBar, SampleGrids, ScalarLogger
 from .training.config import TrainConfig
+from .training.distributed import GANDDPStrategy
 from .training.fid_monitor import FIDMonitor
 from .training.module import StyleGAN2Module
+from .training.preemption import Preemption
 
 register_resolvers()
 
@@ -77,8 +81,10 @@ def conditioning_classes(conditional, num_classes: int) -> int:
     return num_classes
 
 
-def build_configs(cfg: DictConfig, c_dim: int = 0) -> tuple[NetworkConfig, TrainConfig]:
+def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -> tuple[NetworkConfig, TrainConfig]:
+    """The typed configs of a run; `precision` (the trainer's) resolves model.conv_clamp=auto."""
     m, aug = cfg.model, cfg.augment
+    num_fp16_res = int(m.get("num_fp16_res", 4))
     net = NetworkConfig(
         img_resolution=cfg.resolution,
         img_channels=cfg.img_channels,
@@ -88,7 +94,8 @@ def build_configs(cfg: DictConfig, c_dim: int = 0) -> tuple[NetworkConfig, Train
         mapping_layers=m.mapping_layers,
         channel_base=m.channel_base,
         channel_max=m.channel_max,
-        conv_clamp=m.conv_clamp,
+        conv_clamp=NetworkConfig.resolve_conv_clamp(m.conv_clamp, precision, num_fp16_res),
+        num_fp16_res=num_fp16_res,
         mbstd_group_size=m.mbstd_group_size,
         fused_modconv=m.fused_modconv,
     )
@@ -146,6 +153,38 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def requested_processes(trainer_cfg) -> int:
+    """Processes the trainer settings ask for: devices per node x nodes (devices may be a list or 'auto')."""
+    devices = trainer_cfg.devices
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and devices > 0:
+        per_node = devices
+    elif isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        per_node = len(devices)
+    elif str(trainer_cfg.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        per_node = torch.cuda.device_count()  # 'auto' or -1: every visible GPU
+    else:
+        per_node = 1
+    return per_node * int(trainer_cfg.num_nodes)
+
+
+def build_strategy(trainer_cfg):
+    """Lightning's DDP for several processes (see training/distributed.py), else what the config says."""
+    name = str(trainer_cfg.strategy)
+    if requested_processes(trainer_cfg) > 1 and name in ("auto", "ddp", "ddp_gan"):
+        return GANDDPStrategy(process_group_backend="nccl" if str(trainer_cfg.accelerator) != "cpu" and torch.cuda.is_available() else "gloo")
+    if name not in ("auto", "single_device") and requested_processes(trainer_cfg) > 1:
+        raise ValueError(f"trainer.strategy={name}: use auto or ddp (StyleGAN2 needs its own gradient averaging)")
+    return name
+
+
+def existing_checkpoint(run_dir: Path) -> Path | None:
+    """checkpoints/last.ckpt of a run folder that already holds a run (a requeued job), else None."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
+
+
 def train(cfg: DictConfig) -> Path:
     """Trains StyleGAN2 as the config says and returns the run folder."""
     # G_ema stays in eval mode on purpose.
@@ -159,6 +198,10 @@ def train(cfg: DictConfig) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = bool(t.allow_tf32)
         torch.backends.cudnn.allow_tf32 = bool(t.allow_tf32)
     ckpt_path = resolve_resume(cfg.resume)
+    if ckpt_path is None and existing_checkpoint(run_dir) is not None:
+        # A requeued SLURM job (or a rerun into the same folder) continues the run it finds.
+        ckpt_path = existing_checkpoint(run_dir)
+        print(f"[braingan] {run_dir} already holds a run: continuing from {ckpt_path}", flush=True)
     schedule = cfg.schedule
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)
     callbacks: list[pl.Callback] = []
@@ -169,12 +212,17 @@ def train(cfg: DictConfig) -> Path:
             cache_dir=str(Path(cache).parent / "stats") if cache else None, seed=cfg.seed,
         ))
 
+    checkpointing = KimgCheckpoint(run_dir / "checkpoints", schedule.snapshot_kimg, schedule.last_kimg)
+    preemption = Preemption(checkpointing, signals=list(cfg.get("requeue_signals") or []))
+    # On SLURM the job's tasks are the ranks; requeueing is ours (Preemption), not Lightning's.
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
     trainer = pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
         precision=t.precision,
-        strategy=t.strategy,
+        strategy=build_strategy(t),
+        plugins=plugins,
         max_epochs=-1,
         max_steps=-1,
         max_time=t.get("max_time"),
@@ -188,53 +236,83 @@ def train(cfg: DictConfig) -> Path:
         default_root_dir=str(run_dir),
         enable_model_summary=True,
         callbacks=callbacks + [
-            KimgCheckpoint(run_dir / "checkpoints", schedule.snapshot_kimg, schedule.last_kimg),
+            checkpointing,
+            preemption,
             SampleGrids(run_dir / "samples", schedule.image_kimg),
             ScalarLogger(schedule.log_kimg),
             KimgProgressBar(cfg.kimg, cfg.batch_size),
         ],
     )
-    if trainer.world_size > 1:
-        # Per-rank seeds, gradient reduction across G/D phases and rank-consistent ADA are not
-        # in place yet; refuse rather than train something subtly wrong.
-        raise NotImplementedError(
-            f"{trainer.world_size} processes requested (trainer.devices x trainer.num_nodes): "
-            "multi-GPU training is not supported yet; use trainer.devices=1"
-        )
     dm = build_datamodule(cfg, trainer.world_size, run_dir if trainer.is_global_zero else None)
     # The data decides the number of classes and the native image size that the model stores.
     dm.prepare_data()
     dm.setup("fit")
     c_dim = conditioning_classes(cfg.model.conditional, dm.num_classes)
-    net, train_cfg = build_configs(cfg, c_dim)
+    net, train_cfg = build_configs(cfg, c_dim, str(t.precision))
     module = StyleGAN2Module(net, train_cfg, dm.data_info())
     if ckpt_path is not None:
         # The sampler resumes at the images this process has already consumed.
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
         check_resume_matches(state, net, module.data_info, ckpt_path)
-        dm.start_index = int(state["braingan"]["cur_nimg"]) // trainer.world_size
+        done = int(state["braingan"]["cur_nimg"])
+        dm.start_index = done // trainer.world_size
         module.last_good_ckpt = str(ckpt_path)
         del state
+        if done >= cfg.kimg * 1000:  # e.g. a requeue of a job that had already finished
+            print(f"[braingan] {ckpt_path} is at {done / 1000:g} kimg of kimg={cfg.kimg}: nothing left to train", flush=True)
+            return run_dir
     if trainer.is_global_zero:
         logger.log_hyperparams(_flatten(OmegaConf.to_container(cfg, resolve=True)))
     # Our checkpoints carry RNG states (numpy arrays), so they are not weights-only files.
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
+    if preemption.received is not None:
+        print(f"[braingan] {preemption.requeue(trainer.is_global_zero)}", flush=True)
     return run_dir
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    train(cfg)
+    try:
+        train(cfg)
+    except Exception:
+        # Launchers (submitit) keep the exception in their own files: put it in the run's log too.
+        logging.getLogger("braingan.train").exception("training failed")
+        raise
+
+
+def default_trainer_override(args: list[str], cuda: bool) -> str | None:
+    """trainer=gpu|cpu for the hardware here, unless the command chose one or runs its jobs elsewhere.
+
+    A sweep submitted through a cluster launcher (hydra/launcher=slurm) runs on compute nodes,
+    not on this login node: it keeps the config's default (gpu) instead of guessing from here.
+    """
+    names = [a.split("=")[0].lstrip("+~") for a in args]
+    if "trainer" in names:
+        return None
+    launcher = next((a.split("=", 1)[1] for a in args if a.split("=")[0].lstrip("+~") == "hydra/launcher"), None)
+    if launcher not in (None, "basic"):
+        return None
+    return "trainer=" + ("gpu" if cuda else "cpu")
 
 
 def main() -> None:
     args = replay_overrides(normalize_overrides(sys.argv[1:]))
-    # With no trainer= override, pick the hardware that is there.
-    if not any(a.split("=")[0].lstrip("+~") == "trainer" for a in args):
-        args.insert(0, "trainer=" + ("gpu" if torch.cuda.is_available() else "cpu"))
+    extra = []
+    choice = default_trainer_override(args, torch.cuda.is_available())
+    if choice is not None:
+        extra.append(choice)
+    if int(os.environ.get("LOCAL_RANK", "0")) > 0 and "hydra.output_subdir=null" in args:
+        # A rank that Lightning's launcher started: rank 0 alone writes the run's log file.
+        extra.append("hydra/job_logging=stdout")
+    # Overrides go next to the others: Hydra rejects them on both sides of a flag such as -m.
+    at = next((k for k, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    args[at:at] = extra
     sys.argv = sys.argv[:1] + args
     _hydra_main()
 
 
 if __name__ == "__main__":
-    main()
+    # Through the module, not __main__: the submitit launcher pickles the task function by name.
+    from braingan.train import main as _main
+
+    _main()

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from ..utils.serial import DictSerializable
 
+REDUCED_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16")  # Lightning precisions that autocast to 16 bits
+
 
 @dataclass
 class NetworkConfig(DictSerializable):
@@ -22,6 +24,7 @@ class NetworkConfig(DictSerializable):
     channel_base: int = 32768  # channels at resolution r are min(channel_base // r, channel_max)
     channel_max: int = 512  # upper bound on the channels of any layer
     conv_clamp: float | None = None  # clamp conv outputs to +-this (256 for FP16); None = off
+    num_fp16_res: int = 4  # highest resolutions of G and D that compute in the autocast dtype (FP16/BF16); 0 = all FP32
     mbstd_group_size: int = 4  # minibatch standard deviation group size
     mbstd_num_channels: int = 1  # features of the minibatch standard deviation layer
     fused_modconv: bool = False  # grouped modulated convolution (True) or scale activations (False, faster to train)
@@ -35,6 +38,10 @@ class NetworkConfig(DictSerializable):
             raise ValueError(f"img_channels must be 1 or 3, got {self.img_channels}")
         if self.channel_base // r < 1:
             raise ValueError(f"channel_base={self.channel_base} leaves no channels at {r}x{r}; use at least {r}")
+        if self.num_fp16_res < 0:
+            raise ValueError(f"num_fp16_res must be >= 0, got {self.num_fp16_res}")
+        if self.conv_clamp is not None and not (isinstance(self.conv_clamp, (int, float)) and self.conv_clamp > 0):
+            raise ValueError(f"conv_clamp must be a positive number or None, got {self.conv_clamp!r}")
 
     @property
     def resolution_log2(self) -> int:
@@ -44,7 +51,34 @@ class NetworkConfig(DictSerializable):
         """Feature channels of the layers working at resolution `res`."""
         return min(self.channel_base // res, self.channel_max)
 
+    def reduced_precision_at(self, res: int) -> bool:
+        """Whether the G/D block working at resolution `res` computes in the autocast dtype.
+
+        The `num_fp16_res` highest resolutions do (StyleGAN2-ADA, mixed precision), never below
+        8x8: the 4x4 block, the mapping network and D's epilogue always compute in FP32.
+        """
+        if self.num_fp16_res == 0:
+            return False
+        return res >= max(2 ** (self.resolution_log2 + 1 - self.num_fp16_res), 8)
+
+    @staticmethod
+    def resolve_conv_clamp(setting, precision: str | int = "32-true", num_fp16_res: int = 4) -> float | None:
+        """conv_clamp for a model config value `auto` | null | number and the trainer's precision.
+
+        `auto` = 256 (the StyleGAN2-ADA value) when some blocks compute in 16 bits, i.e. under a
+        16-bit mixed trainer precision with num_fp16_res > 0; otherwise None (no clamp).
+        """
+        if setting is None or str(setting).lower() in ("null", "none"):
+            return None
+        if str(setting).lower() == "auto":
+            return 256.0 if str(precision) in REDUCED_PRECISIONS and num_fp16_res > 0 else None
+        try:
+            return float(setting)
+        except (TypeError, ValueError):
+            raise ValueError(f"conv_clamp={setting!r} must be auto, null or a number") from None
+
     @property
     def num_ws(self) -> int:
         """Number of w vectors the synthesis network consumes (one per conv layer plus the last ToRGB)."""
         return 2 * self.resolution_log2 - 2
+

@@ -9,12 +9,16 @@ from torch import nn
 from .config import NetworkConfig
 from .layers import EqualizedConv2d, EqualizedLinear
 from .mapping import normalize_2nd_moment
+from .precision import block_context, block_dtype, fp32_context
 
 SQRT_HALF = math.sqrt(0.5)
 
 
 class DiscriminatorBlock(nn.Module):
-    """conv3x3 -> conv3x3 with FIR down-sampling, plus a 1x1 down-sampled residual; each path gain sqrt(0.5)."""
+    """conv3x3 -> conv3x3 with FIR down-sampling, plus a 1x1 down-sampled residual; each path gain sqrt(0.5).
+
+    With `reduced_precision` it computes in the autocast dtype while autocast is on; otherwise in FP32 always.
+    """
 
     def __init__(
         self,
@@ -22,20 +26,26 @@ class DiscriminatorBlock(nn.Module):
         tmp_channels: int,  # channels inside the block
         out_channels: int,  # channels handed to the next block
         img_channels: int,  # channels of the input image
-        conv_clamp: float | None = None,
+        conv_clamp: float | None = None,  # clamp conv outputs to +-this; None = off
+        reduced_precision: bool = False,  # compute in the autocast dtype (FP16/BF16) when autocast is on
     ):
         super().__init__()
+        self.reduced_precision = reduced_precision
         self.fromrgb = EqualizedConv2d(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp) if in_channels == 0 else None
         self.conv0 = EqualizedConv2d(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
         self.conv1 = EqualizedConv2d(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
         self.skip = EqualizedConv2d(tmp_channels, out_channels, 1, bias=False, down=2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, Cin or img_channels, R, R] -> [N, Cout, R/2, R/2]
-        if self.fromrgb is not None:
-            x = self.fromrgb(x)
-        y = self.skip(x, gain=SQRT_HALF)
-        x = self.conv1(self.conv0(x), gain=SQRT_HALF)
-        return y + x
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, Cin or img_channels, R, R] -> [N, Cout, R/2, R/2] in the block's dtype
+        dev = x.device.type
+        dtype = block_dtype(dev, self.reduced_precision)
+        with block_context(dev, dtype):
+            x = x.to(dtype)
+            if self.fromrgb is not None:
+                x = self.fromrgb(x)
+            y = self.skip(x, gain=SQRT_HALF)
+            x = self.conv1(self.conv0(x), gain=SQRT_HALF)
+            return y + x
 
 
 def minibatch_stddev(
@@ -58,7 +68,10 @@ def minibatch_stddev(
 
 
 class DiscriminatorEpilogue(nn.Module):
-    """4x4 head: minibatch std, conv, fully connected, output (projection onto the class embedding if conditional)."""
+    """4x4 head: minibatch std, conv, fully connected, output (projection onto the class embedding if conditional).
+
+    Always FP32, also under autocast.
+    """
 
     def __init__(self, in_channels: int, cmap_dim: int, mbstd_group_size: int, mbstd_num_channels: int, conv_clamp: float | None = None):
         super().__init__()
@@ -68,15 +81,17 @@ class DiscriminatorEpilogue(nn.Module):
         self.out = EqualizedLinear(in_channels, 1 if cmap_dim == 0 else cmap_dim)
         self.cmap_dim = cmap_dim
 
-    def forward(self, x: torch.Tensor, cmap: torch.Tensor | None) -> torch.Tensor:  # [N, C, 4, 4] -> [N, 1]
-        if self.mbstd_group_size > 0:
-            x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
-        x = self.conv(x)
-        x = self.fc(x.flatten(1))
-        x = self.out(x)
-        if cmap is not None:
-            x = (x * cmap).sum(dim=1, keepdim=True) / math.sqrt(self.cmap_dim)
-        return x
+    def forward(self, x: torch.Tensor, cmap: torch.Tensor | None) -> torch.Tensor:  # [N, C, 4, 4] -> [N, 1] FP32
+        with fp32_context(x.device.type):
+            x = x.float()
+            if self.mbstd_group_size > 0:
+                x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
+            x = self.conv(x)
+            x = self.fc(x.flatten(1))
+            x = self.out(x)
+            if cmap is not None:
+                x = (x * cmap.float()).sum(dim=1, keepdim=True) / math.sqrt(self.cmap_dim)
+            return x
 
 
 class Discriminator(nn.Module):
@@ -89,7 +104,10 @@ class Discriminator(nn.Module):
         blocks = []
         for res in [2**i for i in range(cfg.resolution_log2, 2, -1)]:
             cin = 0 if res == cfg.img_resolution else cfg.channels_at(res)
-            blocks.append(DiscriminatorBlock(cin, cfg.channels_at(res), cfg.channels_at(res // 2), cfg.img_channels, cfg.conv_clamp))
+            blocks.append(DiscriminatorBlock(
+                cin, cfg.channels_at(res), cfg.channels_at(res // 2), cfg.img_channels, cfg.conv_clamp,
+                reduced_precision=cfg.reduced_precision_at(res),
+            ))
         self.blocks = nn.ModuleList(blocks)
         c4 = cfg.channels_at(4)
         cmap_dim = c4 if cfg.c_dim > 0 else 0
@@ -105,5 +123,6 @@ class Discriminator(nn.Module):
         if self.c_embed is not None:
             if c is None:
                 raise ValueError("this discriminator is conditional: pass class labels c")
-            cmap = normalize_2nd_moment(self.c_embed(c.to(img.dtype)))
+            with fp32_context(img.device.type):  # projection conditioning in FP32
+                cmap = normalize_2nd_moment(self.c_embed(c.float()))  # [N, cmap_dim]
         return self.epilogue(x, cmap)

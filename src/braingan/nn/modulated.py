@@ -1,6 +1,8 @@
 """Modulated convolution with weight demodulation (StyleGAN2, section 2.2)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -17,6 +19,24 @@ def demodulation_coefficients(
     return (w.square().sum(dim=[2, 3, 4]) + eps).rsqrt()
 
 
+def prenormalize(
+    weight: torch.Tensor,  # [Cout, Cin, k, k] FP32
+    styles: torch.Tensor,  # [N, Cin] FP32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescales the kernel per output channel and the styles per sample so nothing overflows in FP16.
+
+    weight / (sqrt(Cin k k) max|weight_o|) and styles / max|styles_n| (StyleGAN2-ADA, mixed
+    precision): every |w s| <= 1 / sqrt(fan_in), so the squared norm of a modulated kernel is at
+    most 1 and the styles are at most 1. Demodulation divides by that norm, which cancels both
+    factors: only for demodulated convolutions. The factors are constants to autograd: the
+    output does not depend on them (up to the demodulation eps), so gradients of every order are the same without them.
+    """
+    _, cin, kh, kw = weight.shape
+    w_max = weight.detach().abs().amax(dim=[1, 2, 3], keepdim=True).clamp_min(1e-8)  # [Cout, 1, 1, 1]
+    s_max = styles.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-8)  # [N, 1]
+    return weight / (w_max * math.sqrt(cin * kh * kw)), styles / s_max
+
+
 def modulated_conv2d(
     x: torch.Tensor,  # [N, Cin, H, W] input features
     weight: torch.Tensor,  # [Cout, Cin, k, k] shared kernel
@@ -31,16 +51,26 @@ def modulated_conv2d(
     Both paths give the same result. The grouped path builds N kernels explicitly; the
     other scales the activations before a shared convolution and the outputs after it,
     which avoids grouped convolutions (faster in training on most GPUs).
+
+    Computes in x's dtype, or in the autocast dtype while autocast is on. In 16 bits the
+    demodulated kernel and styles are pre-normalized in FP32 first (`prenormalize`), and the
+    demodulation coefficients always come from FP32.
     """
     n, cin, h, w_ = x.shape
     cout, _, kh, kw = weight.shape
-    weight = weight.to(x.dtype)
-    styles = styles.to(x.dtype)
+    dev = x.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    x = x.to(dtype)
+    if demodulate and dtype != torch.float32:
+        with torch.autocast(device_type=dev, enabled=False):
+            weight, styles = prenormalize(weight.float(), styles.float())
+    weight = weight.to(dtype)
+    styles = styles.to(dtype)
     # In FP32 even under FP16 autocast: sum of squares of |w s| > 256 would overflow to inf.
     dcoefs = None
     if demodulate:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            dcoefs = demodulation_coefficients(weight.float(), styles.float()).to(x.dtype)  # [N, Cout]
+        with torch.autocast(device_type=dev, enabled=False):
+            dcoefs = demodulation_coefficients(weight.float(), styles.float()).to(dtype)  # [N, Cout]
 
     if not fused:
         x = x * styles[:, :, None, None]

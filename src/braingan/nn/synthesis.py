@@ -10,6 +10,7 @@ from .config import NetworkConfig
 from .layers import EqualizedLinear, bias_act, make_fir_kernel, upsample2d
 from .mapping import MappingNetwork
 from .modulated import modulated_conv2d
+from .precision import block_context, block_dtype, fp32_context
 
 
 class SynthesisLayer(nn.Module):
@@ -40,8 +41,9 @@ class SynthesisLayer(nn.Module):
         x: torch.Tensor,  # [N, Cin, R/up, R/up]
         w: torch.Tensor,  # [N, w_dim]
         noise_mode: str = "random",  # 'random', 'const' (fixed per layer) or 'none'
-    ) -> torch.Tensor:  # [N, Cout, R, R]
-        styles = self.affine(w)  # [N, Cin]
+    ) -> torch.Tensor:  # [N, Cout, R, R] in x's dtype (the block's)
+        with fp32_context(w.device.type):
+            styles = self.affine(w.float())  # [N, Cin] FP32, pre-normalized in modulated_conv2d before any cast
         x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, fir=self.fir, fused=self.fused_modconv)
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
@@ -65,13 +67,18 @@ class ToRGBLayer(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # [N, Cin, R, R] -> [N, img_channels, R, R]
-        styles = self.affine(w) * self.weight_gain
+        with fp32_context(w.device.type):
+            styles = self.affine(w.float()) * self.weight_gain  # [N, Cin] FP32
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=self.fused_modconv)
         return bias_act(x, self.bias, act="linear", clamp=self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):
-    """One resolution of the synthesis network: (const | up-conv), conv, ToRGB added to the up-sampled image."""
+    """One resolution of the synthesis network: (const | up-conv), conv, ToRGB added to the up-sampled image.
+
+    With `reduced_precision` the features are computed in the autocast dtype while autocast is
+    on; otherwise in FP32 always. The skip image is accumulated in FP32 either way.
+    """
 
     def __init__(
         self,
@@ -82,9 +89,11 @@ class SynthesisBlock(nn.Module):
         img_channels: int,  # channels of the image (ToRGB output)
         conv_clamp: float | None = None,  # clamp outputs to +-this; None = off
         fused_modconv: bool = True,  # grouped conv or activation scaling
+        reduced_precision: bool = False,  # compute in the autocast dtype (FP16/BF16) when autocast is on
     ):
         super().__init__()
         self.in_channels, self.resolution = in_channels, resolution
+        self.reduced_precision = reduced_precision
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
             self.conv0 = None
@@ -102,17 +111,22 @@ class SynthesisBlock(nn.Module):
         img: torch.Tensor | None,  # [N, img_channels, R/2, R/2] or None for the first block
         ws: torch.Tensor,  # [N, num_conv + 1, w_dim]
         noise_mode: str = "random",
-    ) -> tuple[torch.Tensor, torch.Tensor]:  # x [N, Cout, R, R], img [N, img_channels, R, R]
-        i = 0
-        if self.const is not None:
-            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-        else:
-            x = self.conv0(x, ws[:, i], noise_mode)
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # x [N, Cout, R, R] in the block's dtype, img [N, img_channels, R, R] FP32
+        dev = ws.device.type
+        dtype = block_dtype(dev, self.reduced_precision)
+        with block_context(dev, dtype):
+            i = 0
+            if self.const is not None:
+                x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            else:
+                x = self.conv0(x.to(dtype), ws[:, i], noise_mode)
+                i += 1
+            x = self.conv1(x, ws[:, i], noise_mode)
             i += 1
-        x = self.conv1(x, ws[:, i], noise_mode)
-        i += 1
-        y = self.torgb(x, ws[:, i])
-        img = y if img is None else upsample2d(img, self.fir) + y
+            y = self.torgb(x, ws[:, i])
+        with fp32_context(dev):
+            y = y.float()
+            img = y if img is None else upsample2d(img.float(), self.fir) + y
         return x, img
 
 
@@ -126,9 +140,10 @@ class SynthesisNetwork(nn.Module):
         blocks = []
         for res in resolutions:
             cin = 0 if res == 4 else cfg.channels_at(res // 2)
-            blocks.append(
-                SynthesisBlock(cin, cfg.channels_at(res), cfg.w_dim, res, cfg.img_channels, cfg.conv_clamp, cfg.fused_modconv)
-            )
+            blocks.append(SynthesisBlock(
+                cin, cfg.channels_at(res), cfg.w_dim, res, cfg.img_channels, cfg.conv_clamp, cfg.fused_modconv,
+                reduced_precision=cfg.reduced_precision_at(res),
+            ))
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:

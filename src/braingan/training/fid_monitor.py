@@ -21,7 +21,7 @@ from ..metrics.inception import InceptionFeatures
 from ..metrics.sources import generated_batches, sample_labels
 from ..metrics.stats_cache import load_or_compute
 from ..utils.io import atomic_path
-from .callbacks import crossed_tick
+from .callbacks import _null_path, crossed_tick
 
 
 class FIDMonitor(pl.Callback):
@@ -88,13 +88,17 @@ class FIDMonitor(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if crossed_tick(module.prev_nimg, module.cur_nimg, self.every_kimg) is None:
             return
-        if trainer.world_size > 1:  # the best-FID save is collective: not yet supported under DDP
-            raise NotImplementedError("schedule.fid_kimg is not supported with several processes yet")
-        fid = self.evaluate(trainer, module)
-        if trainer.logger is not None:
+        # Rank 0 measures; the others wait for its number, then all take part in the save
+        # (collective), which rank 0 alone writes.
+        fid = self.evaluate(trainer, module) if trainer.is_global_zero else float("nan")
+        if trainer.world_size > 1:
+            fid = float(trainer.strategy.broadcast(fid, src=0))
+        if trainer.is_global_zero and trainer.logger is not None:
             trainer.logger.log_metrics({self.tag: fid}, step=module.cur_nimg)
         if fid < self.best:
             self.best = fid
-            self.dirpath.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.dirpath / "best_fid.ckpt") as tmp:
+            path = self.dirpath / "best_fid.ckpt"
+            if trainer.is_global_zero:
+                self.dirpath.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) if trainer.is_global_zero else _null_path(path) as tmp:
                 trainer.save_checkpoint(tmp)

@@ -4,6 +4,12 @@ One training step = one batch of reals, run through up to four phases as in Styl
 G main (non-saturating loss), G reg (lazy path length, every `pl_interval` batches),
 D main (logistic loss, with the ADA statistic), D reg (lazy R1, every `r1_interval` batches).
 Time is counted in images shown to D (`cur_nimg`, global over all processes).
+
+Several processes (training/distributed.py): each takes batch_size / world_size images per
+step; gradients are averaged over the ranks before every optimizer step, so the learning rate,
+R1 gamma and path-length weight mean the same at any GPU count. The path-length mean, the ADA
+statistic and the tracked w averages are reduced too, and every checkpoint proves (by digests of
+all weights and buffers) that the ranks still agree.
 """
 from __future__ import annotations
 
@@ -23,6 +29,16 @@ from ..nn.discriminator import Discriminator
 from ..nn.synthesis import Generator
 from . import losses
 from .config import TrainConfig
+from .distributed import (
+    all_reduce_mean_,
+    all_reduce_sum,
+    average_gradients_,
+    diverged,
+    gather_objects,
+    is_distributed,
+    missing_grads,
+    state_digests,
+)
 from .ema import ema_beta, update_ema
 
 
@@ -80,6 +96,7 @@ class StyleGAN2Module(pl.LightningModule):
         self.nonfinite_in_row = 0
         self.last_good_ckpt: str | None = None  # set by the checkpoint callback
         self._pending_rng: dict | None = None
+        self._grads_checked: set[str] = set()  # phases whose first backward was checked for missing gradients
         self._stats: dict[str, list[torch.Tensor]] = {}
         self._tick_time = time.perf_counter()
         self._tick_nimg = 0
@@ -129,17 +146,27 @@ class StyleGAN2Module(pl.LightningModule):
         # Kept on the device; turned into floats only when the logger asks (no sync per step).
         self._stats.setdefault(name, []).append(value.detach().float().mean())
 
-    def _opt_step(self, opt, loss: torch.Tensor) -> bool:
+    def _opt_step(self, opt, loss: torch.Tensor, phase: str, net: torch.nn.Module | None = None) -> bool:
         """Backward + step when the loss is finite; otherwise drop the gradients and report False.
 
-        A finite loss can still give non-finite gradients (double backward of R1 / path length):
-        those are replaced as in StyleGAN2-ADA so one bad element cannot poison Adam's moments.
-        Under 16-mixed the gradient scaler needs to see the overflow, so they are left alone.
+        Under several processes the decision is collective (one rank's NaN skips the step on
+        all of them) and the gradients are averaged over the ranks before the step. The first
+        backward of a main phase must reach every trainable parameter of `net` (no silent unused
+        parameter; the regularizers legitimately skip some, e.g. output biases, which count as 0). A finite loss can still give non-finite gradients (double backward of R1 /
+        path length): those are replaced as in StyleGAN2-ADA so one bad element cannot poison
+        Adam's moments. Under 16-mixed the gradient scaler needs to see the overflow, so they
+        are left alone.
         """
         opt.zero_grad(set_to_none=True)
-        if not self._finite(loss):
+        if float(all_reduce_sum((~torch.isfinite(loss.detach())).any().float())) > 0:
             return False
         self.manual_backward(loss)
+        if net is not None and phase not in self._grads_checked:
+            self._grads_checked.add(phase)
+            missing = missing_grads(net.named_parameters())
+            if missing:
+                raise RuntimeError(f"{phase}: no gradient reached {', '.join(missing)}; the loss does not use them")
+        average_gradients_(p for group in opt.param_groups for p in group["params"])
         if self.trainer is None or self.trainer.precision != "16-mixed":
             for group in opt.param_groups:
                 for p in group["params"]:
@@ -170,6 +197,14 @@ class StyleGAN2Module(pl.LightningModule):
         if self._pending_rng is not None:
             _set_rng_state(self._pending_rng)
             self._pending_rng = None
+        elif is_distributed():
+            # Same initial weights everywhere (seeded, then broadcast); from here on each rank
+            # draws its own latents, noise and augmentations.
+            world, rank = self.trainer.world_size, self.global_rank
+            seed = (torch.initial_seed() % 2**31) * world + rank
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
         self._tick_time, self._tick_nimg = time.perf_counter(), self.cur_nimg
         self.G_ema.eval()
 
@@ -193,7 +228,7 @@ class StyleGAN2Module(pl.LightningModule):
         fake = self.G.synthesis(self._run_mapping(z, c_gen, update_emas=False))
         fake_logits = self._run_D(fake, c_gen)
         loss_g = losses.g_nonsaturating_loss(fake_logits)
-        ok &= self._opt_step(opt_g, loss_g)
+        ok &= self._opt_step(opt_g, loss_g, "G main", self.G)
         self._record("Loss/G", loss_g)
 
         # G reg: lazy path-length regularization on a smaller batch.
@@ -203,9 +238,11 @@ class StyleGAN2Module(pl.LightningModule):
             ws = self._run_mapping(z, c_gen[:m] if c_gen is not None else None, update_emas=False)
             img = self.G.synthesis(ws)
             lengths = losses.g_path_lengths(img, ws)
-            penalty, new_mean = losses.g_path_length_penalty(lengths, self.pl_mean, tc.pl_decay)
+            batch_mean = lengths.detach().mean().reshape(1)
+            all_reduce_mean_([batch_mean])  # one running mean for all ranks
+            penalty, new_mean = losses.g_path_length_penalty(lengths, self.pl_mean, tc.pl_decay, batch_mean=batch_mean[0])
             loss_pl = penalty.mean() * tc.pl_weight * tc.pl_interval
-            if self._opt_step(opt_g, loss_pl):
+            if self._opt_step(opt_g, loss_pl, "G path length"):
                 self.pl_mean.copy_(new_mean.detach())
             else:
                 ok = False
@@ -221,10 +258,11 @@ class StyleGAN2Module(pl.LightningModule):
         d_fake = self._run_D(fake, c_gen)
         d_real = self._run_D(real, c_real)
         loss_d = losses.d_logistic_loss(d_real, d_fake)
-        ok &= self._opt_step(opt_d, loss_d)
-        # Only finite logits count toward ADA's statistic (a NaN would make r_t NaN).
+        ok &= self._opt_step(opt_d, loss_d, "D main", self.D)
+        # Only finite logits count toward ADA's statistic (a NaN would make r_t NaN). Summed over
+        # the ranks every step, so the statistic, and p, are the same on all of them.
         finite = torch.isfinite(d_real.detach())
-        self.ada_stat += torch.stack([torch.where(finite, d_real.detach().sign(), 0).sum(), finite.sum().float()])
+        self.ada_stat += all_reduce_sum(torch.stack([torch.where(finite, d_real.detach().sign(), 0).sum(), finite.sum().float()]))
         self._record("Loss/D", loss_d)
         self._record("D/real", d_real)
         self._record("D/fake", d_fake)
@@ -236,7 +274,7 @@ class StyleGAN2Module(pl.LightningModule):
             penalty = losses.d_r1_penalty(r1_logits, real_r)
             interval = max(tc.r1_interval, 1)
             loss_r1 = penalty.mean() * (tc.r1_gamma / 2) * interval
-            ok &= self._opt_step(opt_d, loss_r1)
+            ok &= self._opt_step(opt_d, loss_r1, "D R1")
             self._record("Loss/r1_penalty", penalty)
         _set_requires_grad(self.G, False)
 
@@ -244,6 +282,9 @@ class StyleGAN2Module(pl.LightningModule):
         self.prev_nimg = self.cur_nimg
         self.cur_nimg += tc.batch_size
         self.batch_idx += 1
+        # The tracked w averages moved with each rank's own latents: average them (lerp is
+        # linear, so this equals tracking the mean over the global batch).
+        all_reduce_mean_(list(self.G.mapping.buffers()))
         update_ema(self.G_ema, self.G, ema_beta(tc.batch_size, tc.ema_kimg, self.cur_nimg, tc.ema_rampup))
         if tc.augment == "ada" and self.batch_idx % tc.ada_interval == 0:
             self._update_ada_p()
@@ -255,9 +296,7 @@ class StyleGAN2Module(pl.LightningModule):
         self.log("loss_D", loss_d.detach(), prog_bar=True, logger=False, on_step=True)
 
     def _update_ada_p(self) -> None:
-        stat = self.ada_stat.clone()
-        if self.trainer is not None and self.trainer.world_size > 1:
-            stat = self.trainer.strategy.reduce(stat, reduce_op="sum")
+        stat = self.ada_stat.clone()  # already summed over the ranks
         if float(stat[1]) > 0:
             rt = float(stat[0] / stat[1])
             tc = self.train_cfg
@@ -283,8 +322,14 @@ class StyleGAN2Module(pl.LightningModule):
     # Statistics for the logger callback
 
     def pop_stats(self) -> dict[str, float]:
-        """Means of everything recorded since the last call, plus progress and speed."""
-        out = {k: float(torch.stack(v).mean()) for k, v in self._stats.items() if v}
+        """Means of everything recorded since the last call (over all ranks), plus progress and speed.
+
+        Collective under several processes: every rank calls it at the same step.
+        """
+        names = sorted(k for k, v in self._stats.items() if v)
+        means = [torch.stack(self._stats[k]).mean().reshape(1) for k in names]
+        all_reduce_mean_(means)
+        out = {k: float(m) for k, m in zip(names, means)}
         self._stats = {}
         now = time.perf_counter()
         dt, dn = now - self._tick_time, self.cur_nimg - self._tick_nimg
@@ -301,12 +346,30 @@ class StyleGAN2Module(pl.LightningModule):
     # Checkpoint state beyond the state dict
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Called on every rank (the strategy writes rank 0's dict): collectives are safe here.
+        rng = gather_objects(_get_rng_state())
         checkpoint["braingan"] = {
             "cur_nimg": self.cur_nimg,
             "batch_idx": self.batch_idx,
             "nonfinite_total": self.nonfinite_total,
-            "rng": _get_rng_state(),
+            "rng": rng[0],
         }
+        if len(rng) > 1:
+            checkpoint["braingan"]["rng_per_rank"] = rng
+            digests = self.check_ranks_agree()
+            checkpoint["braingan"]["rank_digests"] = digests
+
+    def check_ranks_agree(self) -> list[dict[str, str]]:
+        """Digests of every weight and buffer on every rank; raises if any rank diverged."""
+        mine = state_digests(self)
+        mine["cur_nimg"] = str(self.cur_nimg)
+        per_rank = gather_objects(mine)
+        bad = diverged(per_rank)
+        if bad:
+            raise RuntimeError(
+                f"the {len(per_rank)} ranks disagree at {self.cur_kimg:.3f} kimg on {len(bad)} tensors: {', '.join(bad[:10])}"
+            )
+        return per_rank
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("braingan", {})
@@ -314,8 +377,17 @@ class StyleGAN2Module(pl.LightningModule):
         self.prev_nimg = self.cur_nimg
         self.batch_idx = int(state.get("batch_idx", 0))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
-        # Applied at on_train_start, after Lightning has finished its own set-up.
-        self._pending_rng = state.get("rng")
+        # Applied at on_train_start, after Lightning has finished its own set-up. Each rank
+        # continues its own stream; with another number of processes, rank 0's plus the rank.
+        per_rank = state.get("rng_per_rank")
+        rank = self.global_rank if self._trainer is not None else 0
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if per_rank is not None and len(per_rank) == world:
+            self._pending_rng = per_rank[rank]
+        elif world == 1 or rank == 0:
+            self._pending_rng = state.get("rng")
+        else:
+            self._pending_rng = None  # on_train_start seeds this rank afresh
 
 
 def _get_rng_state() -> dict:
