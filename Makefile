@@ -10,7 +10,7 @@ CKPT ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs
+.PHONY: help install test train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ audit: ## Memorization audit: generated vs training vs held-out subjects (CKPT=p
 
 generate: ## Images, grid, interpolation GIF, style mixing, style embedding (CKPT=path): ARGS="seeds=0-15 psi=0.7"
 	$(PY) -m braingan.generate $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+
+sweep: ## SLURM sweep, one job per point (conf/hydra/launcher/slurm.yaml): ARGS="model.r1_gamma=1,2,4 resolution=256"
+	$(PY) -m braingan.train -m hydra/launcher=slurm $(filter-out -m --multirun,$(ARGS))
+
+sweep-report: ## Table + CSV of a sweep's runs (DIR=sweep folder, default the newest outputs/multirun/<date>/<time>)
+	$(PY) -m braingan.sweep_report $(DIR) $(ARGS)
 
 plots: ## Loss and metric curves of a run as PNGs: ARGS="run=outputs/<date>/<time>"
 	$(PY) -m braingan.plots $(ARGS)

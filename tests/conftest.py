@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from runhelpers import DEMO_SUBJECTS
+from slurm_cluster import slurm_cluster  # noqa: F401  (the SLURM fixture, tests/slurm_cluster.py)
 
 
 @pytest.fixture(autouse=True)
