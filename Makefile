@@ -10,7 +10,7 @@ CKPT ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report
+.PHONY: help install test train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ resume: ## Continue the newest run exactly where it stopped (resume=last)
 
 prepare: ## NIfTI/Analyze volumes -> OASIS-layout PNG slices: ARGS="input=/data/vols output=/data/slices"
 	$(PY) -m braingan.prepare $(ARGS)
+
+bench: ## Training sec/kimg, peak GPU memory, generation and Inception img/s: ARGS="model=paper batch_size=32 trainer.precision=16-mixed"
+	$(PY) -m braingan.bench $(ARGS)
 
 bench-loader: ## Measure the training data loader in img/s (256x256, 2 workers): ARGS="--workers 2"
 	$(PY) -m braingan.data.bench $(ARGS)
