@@ -3,6 +3,7 @@ the requeued job continues from its checkpoint in the same run folder."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -76,11 +77,15 @@ def test_signalled_job_is_requeued_and_continues_from_its_checkpoint(tmp_path, d
     assert load_checkpoint(last)["braingan"]["cur_nimg"] == KIMG * 1000
     logs = "".join(p.read_text(errors="replace") for p in (sweep / ".submitit").rglob("*_log.*"))
     assert "Requeued job" in logs, logs[-3000:]
+    # Our handler saved at a step boundary (not only the periodic checkpoint) before the requeue.
+    saved = re.search(r"saved \S+last\.ckpt at ([0-9.]+) kimg; stopping for the requeue", logs)
+    assert saved, logs[-3000:]
     assert f"{run} already holds a run: continuing from {last}" in logs, logs[-3000:]
     # Two TensorBoard event files in the same tb/: the second starts where the first stopped.
     events = sorted((run / "tb").glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
     assert len(events) == 2
     first, second = _progress_steps(events[0]), _progress_steps(events[1])
     assert 0 < min(second) and max(first) < KIMG * 1000
-    assert min(second) > max(first) - 100  # continued near the checkpoint, not from zero
+    assert max(first) == round(float(saved.group(1)) * 1000)  # the first attempt ended at the save
+    assert min(second) > max(first)  # the second continued from it, not from zero
     assert max(second) == KIMG * 1000

@@ -1,6 +1,7 @@
 """Hydra/OmegaConf glue shared by the entry points and the tests (Hydra stops here)."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -101,8 +102,24 @@ def slurm_gpus(accelerator, devices) -> int:
     raise ValueError(f"trainer.devices={devices}: give the number of GPUs per node for SLURM")
 
 
+def slurm_run_dir(default: str) -> str:
+    """outputs/slurm/<job id> inside a SLURM batch job, else `default` (the dated folder).
+
+    The job id survives a requeue, and every task of the job sees the same one, so all ranks
+    and a requeued job write to one folder (a time stamp would differ). Interactive allocations
+    (job name bash or interactive) keep the dated folders.
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return default
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"outputs/slurm/{array_job}_{task}" if array_job and task else f"outputs/slurm/{job}"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("resume_dir"):
         OmegaConf.register_new_resolver("resume_dir", run_dir_for_resume)
+    if not OmegaConf.has_resolver("slurm_run_dir"):
+        OmegaConf.register_new_resolver("slurm_run_dir", slurm_run_dir)
     if not OmegaConf.has_resolver("slurm_gpus"):
         OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus)

@@ -172,6 +172,8 @@ def requested_processes(trainer_cfg) -> int:
 def build_strategy(trainer_cfg):
     """Lightning's DDP for several processes (see training/distributed.py), else what the config says."""
     name = str(trainer_cfg.strategy)
+    if requested_processes(trainer_cfg) == 1 and name in ("ddp", "ddp_gan"):
+        return "auto"  # one process: nothing to distribute (and no DistributedDataParallel wrapper)
     if requested_processes(trainer_cfg) > 1 and name in ("auto", "ddp", "ddp_gan"):
         return GANDDPStrategy(process_group_backend="nccl" if str(trainer_cfg.accelerator) != "cpu" and torch.cuda.is_available() else "gloo")
     if name not in ("auto", "single_device") and requested_processes(trainer_cfg) > 1:
@@ -179,10 +181,85 @@ def build_strategy(trainer_cfg):
     return name
 
 
+def set_backends(trainer_cfg) -> None:
+    """cudnn autotuner and TF32 as the trainer settings say (CUDA only)."""
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = bool(trainer_cfg.benchmark)
+        torch.backends.cuda.matmul.allow_tf32 = bool(trainer_cfg.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = bool(trainer_cfg.allow_tf32)
+
+
+def trainer_settings(trainer_cfg) -> dict:
+    """The pl.Trainer arguments every StyleGAN2 run shares (training and make bench)."""
+    t = trainer_cfg
+    return dict(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        strategy=build_strategy(t),
+        # On SLURM the job's tasks are the ranks; requeueing is ours (Preemption), not Lightning's.
+        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
+        max_epochs=-1,
+        max_steps=-1,
+        use_distributed_sampler=False,  # the datamodule's InfiniteSampler shards by rank itself
+        num_sanity_val_steps=0,
+        deterministic=t.deterministic,
+        benchmark=t.benchmark if torch.cuda.is_available() else None,
+    )
+
+
 def existing_checkpoint(run_dir: Path) -> Path | None:
     """checkpoints/last.ckpt of a run folder that already holds a run (a requeued job), else None."""
     last = run_dir / "checkpoints" / "last.ckpt"
     return last if last.is_file() else None
+
+
+# Settings a run may change when it continues in its own folder: its length, where and on how
+# many processes it runs, how often it writes.
+CONTINUE_MAY_CHANGE = ("kimg", "resume", "run_dir", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
+                       "trainer.num_workers", "dataset.cache_dir", "schedule.")
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """'key: saved -> current' for the flattened settings that differ, except CONTINUE_MAY_CHANGE."""
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k)} -> {current.get(k)}" for k in keys
+            if not k.replace("/", ".").startswith(CONTINUE_MAY_CHANGE) and saved.get(k) != current.get(k)]
+
+
+def continue_checkpoint(run_dir: Path, run_config: dict) -> Path | None:
+    """The run folder's last.ckpt when it holds this same run (a requeued job continues it), else None.
+
+    A folder holding a run with other settings is refused: its results would be mixed up with
+    the new ones (use resume= to continue a run on purpose, or another folder).
+    """
+    last = existing_checkpoint(run_dir)
+    if last is None:
+        return None
+    saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)["braingan"].get("run_config")
+    diff = config_differences(saved, run_config) if saved is not None else []
+    if diff:
+        raise ValueError(
+            f"{run_dir} already holds a run with other settings ({'; '.join(diff[:6])}); start in another folder "
+            "(hydra.run.dir=...) or continue that run with resume=<its last.ckpt>"
+        )
+    return last
+
+
+def _refuse_local_multirun_ddp(processes: int) -> None:
+    """Lightning starts extra ranks by re-running the command line: under a local -m sweep each would run the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if processes < 2 or SLURMEnvironment.detect() or not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith("BasicLauncher"):
+        raise ValueError(
+            f"{processes} processes per run inside a local multirun sweep are not supported; sweep through "
+            "SLURM (make sweep) or run the points one by one"
+        )
 
 
 def train(cfg: DictConfig) -> Path:
@@ -193,13 +270,12 @@ def train(cfg: DictConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
     t = cfg.trainer
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = bool(t.benchmark)
-        torch.backends.cuda.matmul.allow_tf32 = bool(t.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = bool(t.allow_tf32)
+    set_backends(t)
+    _refuse_local_multirun_ddp(requested_processes(t))
+    run_config = _flatten(OmegaConf.to_container(cfg, resolve=True))
     ckpt_path = resolve_resume(cfg.resume)
-    if ckpt_path is None and existing_checkpoint(run_dir) is not None:
-        # A requeued SLURM job (or a rerun into the same folder) continues the run it finds.
+    if ckpt_path is None and continue_checkpoint(run_dir, run_config) is not None:
+        # A requeued SLURM job (or a rerun of the same command into the same folder) continues.
         ckpt_path = existing_checkpoint(run_dir)
         print(f"[braingan] {run_dir} already holds a run: continuing from {ckpt_path}", flush=True)
     schedule = cfg.schedule
@@ -214,25 +290,12 @@ def train(cfg: DictConfig) -> Path:
 
     checkpointing = KimgCheckpoint(run_dir / "checkpoints", schedule.snapshot_kimg, schedule.last_kimg)
     preemption = Preemption(checkpointing, signals=list(cfg.get("requeue_signals") or []))
-    # On SLURM the job's tasks are the ranks; requeueing is ours (Preemption), not Lightning's.
-    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
     trainer = pl.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        precision=t.precision,
-        strategy=build_strategy(t),
-        plugins=plugins,
-        max_epochs=-1,
-        max_steps=-1,
+        **trainer_settings(t),
         max_time=t.get("max_time"),
         logger=logger,
         enable_checkpointing=False,
-        use_distributed_sampler=False,  # the datamodule's InfiniteSampler shards by rank itself
-        num_sanity_val_steps=0,
         log_every_n_steps=1,
-        deterministic=t.deterministic,
-        benchmark=t.benchmark if torch.cuda.is_available() else None,
         default_root_dir=str(run_dir),
         enable_model_summary=True,
         callbacks=callbacks + [
@@ -250,6 +313,7 @@ def train(cfg: DictConfig) -> Path:
     c_dim = conditioning_classes(cfg.model.conditional, dm.num_classes)
     net, train_cfg = build_configs(cfg, c_dim, str(t.precision))
     module = StyleGAN2Module(net, train_cfg, dm.data_info())
+    module.run_config = run_config  # saved in checkpoints: a requeued job checks it is the same run
     if ckpt_path is not None:
         # The sampler resumes at the images this process has already consumed.
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
@@ -262,7 +326,7 @@ def train(cfg: DictConfig) -> Path:
             print(f"[braingan] {ckpt_path} is at {done / 1000:g} kimg of kimg={cfg.kimg}: nothing left to train", flush=True)
             return run_dir
     if trainer.is_global_zero:
-        logger.log_hyperparams(_flatten(OmegaConf.to_container(cfg, resolve=True)))
+        logger.log_hyperparams(run_config)
     # Our checkpoints carry RNG states (numpy arrays), so they are not weights-only files.
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
     if preemption.received is not None:
@@ -272,6 +336,11 @@ def train(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
+    if int(os.environ.get("SLURM_PROCID", "0")) > 0:
+        # Every SLURM task of a multi-GPU job runs this job; rank 0 alone writes the run's log file.
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
     try:
         train(cfg)
     except Exception:
@@ -297,6 +366,8 @@ def default_trainer_override(args: list[str], cuda: bool) -> str | None:
 
 def main() -> None:
     args = replay_overrides(normalize_overrides(sys.argv[1:]))
+    # resume=last, pinned now: ranks that Lightning starts later re-read this command line.
+    args = [f"resume={resolve_resume('last').resolve()}" if a == "resume=last" else a for a in args]
     extra = []
     choice = default_trainer_override(args, torch.cuda.is_available())
     if choice is not None:

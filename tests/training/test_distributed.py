@@ -43,11 +43,11 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
         ref(data).square().mean().backward()
         reference = [p.grad.clone() for p in ref.parameters()]
 
-        # A parameter without a gradient on one rank counts as zeros there, not as an error.
-        extra = nn.Parameter(torch.ones(3))
-        if rank == 1:
-            extra.grad = torch.full((3,), 4.0)
-        average_gradients_([extra])
+        # A parameter the loss did not reach (no gradient on any rank) keeps no gradient, as in
+        # one process (Adam then skips it); the others are averaged.
+        extra, unused = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2))
+        extra.grad = torch.full((3,), 4.0 * rank)
+        average_gradients_([unused, extra])
 
         buf = torch.tensor([float(rank), 10.0 * rank])
         all_reduce_mean_([buf])
@@ -63,6 +63,7 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
             "averaged": averaged,
             "reference": reference,
             "extra": extra.grad.clone(),
+            "unused": unused.grad,
             "buf": buf,
             "total": total,
             "agree": diverged(gather_objects(same)),
@@ -88,9 +89,10 @@ def test_averaged_gradients_equal_the_global_batch_gradient(two_ranks):
         assert not torch.allclose(l0, l1)  # the ranks really had different gradients before
 
 
-def test_missing_gradient_counts_as_zero_and_buffers_average(two_ranks):
+def test_unused_parameters_keep_no_gradient_and_buffers_average(two_ranks):
     r0, r1 = two_ranks
     assert torch.equal(r0["extra"], torch.full((3,), 2.0)) and torch.equal(r1["extra"], r0["extra"])
+    assert r0["unused"] is None and r1["unused"] is None
     assert torch.equal(r0["buf"], torch.tensor([0.5, 5.0])) and torch.equal(r1["buf"], r0["buf"])
     assert float(r0["total"]) == float(r1["total"]) == 3.0
 

@@ -66,16 +66,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 def average_gradients_(params: Iterable[torch.nn.Parameter]) -> None:
-    """Averages the .grad of `params` over all ranks; a missing gradient counts as zeros.
+    """Averages the .grad of `params` over all ranks; parameters without a gradient are left alone.
 
-    Every rank must pass the same parameters in the same order (the optimizer's own list).
+    Every rank passes the optimizer's own list and runs the same graph, so the same parameters
+    have gradients everywhere (a regularizer skips e.g. output biases); they stay None, and Adam
+    skips them, exactly as in one process.
     """
-    params = [p for p in params if p.requires_grad]
+    params = [p for p in params if p.grad is not None]
     if not params or not is_distributed():
         return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
     all_reduce_mean_([p.grad for p in params])
 
 

@@ -95,6 +95,7 @@ class StyleGAN2Module(pl.LightningModule):
         self.nonfinite_total = 0
         self.nonfinite_in_row = 0
         self.last_good_ckpt: str | None = None  # set by the checkpoint callback
+        self.run_config: dict | None = None  # the run's flattened settings, saved in checkpoints (train.py)
         self._pending_rng: dict | None = None
         self._grads_checked: set[str] = set()  # phases whose first backward was checked for missing gradients
         self._stats: dict[str, list[torch.Tensor]] = {}
@@ -172,8 +173,11 @@ class StyleGAN2Module(pl.LightningModule):
                 for p in group["params"]:
                     if p.grad is not None:
                         torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+        scaler = getattr(getattr(self.trainer, "precision_plugin", None), "scaler", None) if self._trainer else None
+        scale = scaler.get_scale() if scaler is not None else None
         opt.step()
-        return True
+        # 16-mixed: the scaler skips a step with inf/NaN gradients and lowers its scale; count it.
+        return scale is None or scaler.get_scale() >= scale
 
     # ------------------------------------------------------------------------------------------
     # Lightning hooks
@@ -282,8 +286,9 @@ class StyleGAN2Module(pl.LightningModule):
         self.prev_nimg = self.cur_nimg
         self.cur_nimg += tc.batch_size
         self.batch_idx += 1
-        # The tracked w averages moved with each rank's own latents: average them (lerp is
-        # linear, so this equals tracking the mean over the global batch).
+        # The tracked w averages moved with each rank's own latents: average them. For w_avg
+        # (lerp is linear) this equals tracking the global batch mean; w_avg_class moves only
+        # for the classes in each rank's batch, so rare classes track a little more slowly.
         all_reduce_mean_(list(self.G.mapping.buffers()))
         update_ema(self.G_ema, self.G, ema_beta(tc.batch_size, tc.ema_kimg, self.cur_nimg, tc.ema_rampup))
         if tc.augment == "ada" and self.batch_idx % tc.ada_interval == 0:
@@ -354,6 +359,8 @@ class StyleGAN2Module(pl.LightningModule):
             "nonfinite_total": self.nonfinite_total,
             "rng": rng[0],
         }
+        if self.run_config is not None:
+            checkpoint["braingan"]["run_config"] = self.run_config
         if len(rng) > 1:
             checkpoint["braingan"]["rng_per_rank"] = rng
             digests = self.check_ranks_agree()

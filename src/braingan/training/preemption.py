@@ -56,8 +56,8 @@ class Preemption(pl.Callback):
         self._earlier: dict[int, object] = {}  # the same, kept after uninstall for requeue()
 
     def _handler(self, signum, frame) -> None:
-        log.warning("caught signal %s: saving at the end of this step, then stopping", signal.Signals(signum).name)
         self.received = signum
+        log.warning("caught signal %s: saving at the end of this step, then stopping", signal.Signals(signum).name)
 
     def install(self) -> None:
         for s in self.signals:
