@@ -74,7 +74,7 @@ def test_adni_one_class_is_unconditional(tmp_path):
     assert ckpt["hyper_parameters"]["data"]["class_names"] == ["AD"]
     assert {r["class"] for r in manifest_rows(run)} == {"AD"}
     with pytest.raises(ValueError, match="model.conditional=true but the training data has 1 class"):
-        run_one_step(tmp_path, "adni", root, **{"dataset.classes": "[AD]", "model.conditional": True})
+        run_one_step(tmp_path / "forced", "adni", root, **{"dataset.classes": "[AD]", "model.conditional": True})
 
 
 @pytest.mark.slow

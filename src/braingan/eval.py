@@ -13,6 +13,7 @@ import json
 import platform
 import sys
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -105,11 +106,15 @@ def evaluate(
     )
     result = {"metrics": _metrics(real_feat, fake_feat, pr_k, kid_subsets, seed)}
     if per_class and G.c_dim > 0:
-        result["per_class"] = {
-            name: _metrics(real_feat[(real_lab == k).numpy()], fake_feat[(gen_lab == k).numpy()], pr_k, kid_subsets, seed)
-            for k, name in enumerate(class_names)
-            if int((real_lab == k).sum()) > pr_k and int((gen_lab == k).sum()) > pr_k
-        }
+        result["per_class"] = {}
+        for k, name in enumerate(class_names):
+            n_real, n_gen = int((real_lab == k).sum()), int((gen_lab == k).sum())
+            if min(n_real, n_gen) <= pr_k:  # k-NN precision/recall needs more than k images per side
+                warnings.warn(f"class {name}: {n_real} real and {n_gen} generated images; "
+                              f"more than pr_k={pr_k} of each are needed, so it has no per-class metrics")
+                continue
+            result["per_class"][name] = _metrics(
+                real_feat[(real_lab == k).numpy()], fake_feat[(gen_lab == k).numpy()], pr_k, kid_subsets, seed)
     if floor:
         train_feat, _, _ = real_features("train") if real != "train" else (real_feat, None, None)
         held_feat, _, _ = real_features("heldout")

@@ -1,0 +1,82 @@
+"""`make eval` end to end on a tiny CONDITIONAL (ADNI AD/NC) checkpoint: per-class metrics."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import pytest
+
+from braingan.checkpoint import load_checkpoint
+from braingan.train import train
+
+from mri_fixtures import write_adni
+from runhelpers import REPO, compose, tiny_overrides
+
+CLASSES = ("AD", "NC")
+NUM_GEN = 32  # > pr_k per class even for the smaller class; Inception on CPU dominates the run time
+METRIC_KEYS = ("fid", "kid_x1e3", "kid_x1e3_std", "precision", "recall")
+
+
+def _count_on_disk(base, split: str) -> dict[str, int]:
+    """Slices per class of one split, counted from the fixture tree itself."""
+    return {cls: sum(1 for p in (base / split / cls).iterdir() if p.suffix == ".jpeg") for cls in CLASSES}
+
+
+def _assert_finite(block: dict, where: str) -> None:
+    for key in METRIC_KEYS:
+        assert key in block, f"{where}: {key} missing"
+        assert isinstance(block[key], float) and math.isfinite(block[key]), f"{where}: {key}={block[key]!r}"
+    assert 0.0 <= block["precision"] <= 1.0 and 0.0 <= block["recall"] <= 1.0, where
+    assert block["fid"] >= 0.0 and block["kid_x1e3_std"] >= 0.0, where
+
+
+@pytest.mark.slow
+def test_make_eval_on_a_conditional_checkpoint_writes_per_class_metrics(tmp_path):
+    root = write_adni(tmp_path / "ADNI", per_class=1, slices=6)  # 1 train + 1 test subject per class
+    base = root / "AD_NC"
+    # Uneven classes in both splits, so a swapped or mixed-up class mask cannot go unnoticed.
+    sorted((base / "test" / "NC").iterdir())[0].unlink()
+    sorted((base / "train" / "AD").iterdir())[-1].unlink()
+    test_counts, train_counts = _count_on_disk(base, "test"), _count_on_disk(base, "train")
+    assert test_counts["AD"] != test_counts["NC"] and train_counts["AD"] != train_counts["NC"]
+
+    run = train(compose(tiny_overrides(tmp_path, base, 0.008, dataset="adni")))  # one step of 8, 32 px
+    ckpt = run / "checkpoints" / "last.ckpt"
+    state = load_checkpoint(ckpt)
+    assert state["hyper_parameters"]["net"]["c_dim"] == 2
+    assert state["hyper_parameters"]["data"]["class_names"] == list(CLASSES)
+
+    cache = tmp_path / "cache"
+    args = f"num_gen={NUM_GEN} batch_size=32 kid_subsets=10 real=test progress=false cache_dir={cache}"
+    proc = subprocess.run(["make", "-s", "eval", f"CKPT={ckpt}", f"ARGS={args}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "class AD" in proc.stdout and "class NC" in proc.stdout
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+
+    # Overall: generated vs the test split, all classes together.
+    _assert_finite(metrics["metrics"], "metrics")
+    assert metrics["metrics"]["num_real"] == sum(test_counts.values())
+    assert metrics["metrics"]["num_gen"] == NUM_GEN
+    s = metrics["settings"]
+    assert s["real"] == "test" and s["num_real"] == sum(test_counts.values()) and s["num_gen"] == NUM_GEN
+    assert s["class_names"] == list(CLASSES) and s["resolution"] == 32
+    # The floor: the training split vs the held-out (= test) split.
+    _assert_finite(metrics["floor"], "floor")
+    assert metrics["floor"]["num_real"] == sum(train_counts.values())
+    assert metrics["floor"]["num_gen"] == sum(test_counts.values())
+
+    # Per class: every class present, its real set = that class's test slices on disk, and the
+    # generated images split in the real set's class proportions.
+    per_class = metrics["per_class"]
+    assert sorted(per_class) == sorted(CLASSES)
+    total = sum(test_counts.values())
+    for cls in CLASSES:
+        _assert_finite(per_class[cls], f"per_class.{cls}")
+        assert per_class[cls]["num_real"] == test_counts[cls], cls
+        assert abs(per_class[cls]["num_gen"] - NUM_GEN * test_counts[cls] / total) <= 1, cls
+    assert sum(per_class[cls]["num_gen"] for cls in CLASSES) == NUM_GEN
+    # Each class's metrics are computed on its own subset, not copies of the overall numbers.
+    assert per_class["AD"]["fid"] != per_class["NC"]["fid"]
+    assert all(per_class[cls]["fid"] != metrics["metrics"]["fid"] for cls in CLASSES)
