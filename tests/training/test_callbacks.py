@@ -1,3 +1,5 @@
+import os
+
 from braingan.training.callbacks import crossed_tick
 from braingan.utils.io import atomic_path, kimg_tag
 
@@ -34,3 +36,15 @@ def test_atomic_path_leaves_no_partial_file(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"whole")
     assert target.read_bytes() == b"whole"
+
+
+def test_atomic_path_file_has_the_mode_of_a_plain_write(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "atomic.json") as tmp:
+            tmp.write_text("{}")
+        (tmp_path / "plain.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777
+    assert mode("atomic.json") == mode("plain.json") == 0o640
