@@ -22,7 +22,7 @@ FIELDS = (
 )
 CONFIG_FIELDS = (
     "resolution", "img_channels", "model", "channel_base", "channel_max", "mapping_layers", "batch_size", "precision",
-    "num_fp16_res", "conv_clamp", "fused_modconv", "augment", "r1_interval", "pl_interval", "params_G", "params_D",
+    "num_fp16_res", "conv_clamp", "fused_modconv", "fused_upconv", "fused_bias_act", "channels_last", "compile", "augment", "r1_interval", "pl_interval", "params_G", "params_D",
 )
 PAPER_256 = {"resolution": 256, "img_channels": 1, "channel_base": 32768, "channel_max": 512, "mapping_layers": 8,
              "batch_size": 32, "augment": "ada"}

@@ -98,6 +98,9 @@ def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -
         num_fp16_res=num_fp16_res,
         mbstd_group_size=m.mbstd_group_size,
         fused_modconv=m.fused_modconv,
+        fused_upconv=bool(cfg.speed.fused_upconv),
+        fused_bias_act=bool(cfg.speed.fused_bias_act),
+        channels_last=resolve_channels_last(cfg.speed.channels_last, cfg.trainer.accelerator),
     )
     train = TrainConfig(
         batch_size=cfg.batch_size,
@@ -121,8 +124,18 @@ def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -
         augment_kwargs=OmegaConf.to_container(aug.pipe, resolve=True),
         max_nonfinite=cfg.max_nonfinite,
         num_samples=cfg.schedule.num_samples,
+        compile=bool(cfg.speed.compile),
+        compile_mode=str(cfg.speed.compile_mode),
+        compile_backend=str(cfg.speed.compile_backend),
     )
     return net, train
+
+
+def resolve_channels_last(setting, accelerator: str) -> bool:
+    """speed.channels_last: auto = on when training on CUDA (where cuDNN has NHWC kernels), off on the CPU."""
+    if str(setting).lower() == "auto":
+        return str(accelerator) in ("gpu", "cuda") or (str(accelerator) == "auto" and torch.cuda.is_available())
+    return bool(setting)
 
 
 def check_resume_matches(state: dict, net: NetworkConfig, data_info: dict, ckpt_path) -> None:
@@ -218,7 +231,7 @@ def existing_checkpoint(run_dir: Path) -> Path | None:
 # Settings a run may change when it continues in its own folder: its length, where and on how
 # many processes it runs, how often it writes.
 CONTINUE_MAY_CHANGE = ("kimg", "resume", "run_dir", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
-                       "trainer.num_workers", "dataset.cache_dir", "schedule.")
+                       "trainer.num_workers", "dataset.cache_dir", "schedule.", "speed.")
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
@@ -312,11 +325,14 @@ def train(cfg: DictConfig) -> Path:
     dm.setup("fit")
     c_dim = conditioning_classes(cfg.model.conditional, dm.num_classes)
     net, train_cfg = build_configs(cfg, c_dim, str(t.precision))
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True) if ckpt_path else None
+    if state is not None:
+        # A property of the trained weights, not a setting: a resumed run computes as it was trained.
+        net.upsample_border = NetworkConfig.from_dict(state["hyper_parameters"]["net"]).upsample_border
     module = StyleGAN2Module(net, train_cfg, dm.data_info())
     module.run_config = run_config  # saved in checkpoints: a requeued job checks it is the same run
-    if ckpt_path is not None:
+    if state is not None:
         # The sampler resumes at the images this process has already consumed.
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
         check_resume_matches(state, net, module.data_info, ckpt_path)
         done = int(state["braingan"]["cur_nimg"])
         dm.start_index = done // trainer.world_size

@@ -1,3 +1,5 @@
+import itertools
+
 import torch
 import torch.nn.functional as F
 
@@ -13,9 +15,11 @@ def _reference(x, weight, styles, demodulate, up=1):
         if demodulate:
             w = w / (w.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
         xi = x[i : i + 1]
-        if up > 1:
-            xi = upsample2d(xi, make_fir_kernel(), up)
-        out.append(F.conv2d(xi, w, padding=weight.shape[-1] // 2))
+        k = weight.shape[-1]
+        if up > 1:  # zero insertion and FIR, keeping the filtered border the conv needs
+            out.append(F.conv2d(upsample2d(xi, make_fir_kernel(), up, margin=k // 2), w))
+        else:
+            out.append(F.conv2d(xi, w, padding=k // 2))
     return torch.cat(out)
 
 
@@ -35,10 +39,10 @@ def test_modulated_conv_up_equals_reference():
     weight = torch.randn(3, 4, 3, 3)
     styles = torch.rand(2, 4) + 0.5
     fir = make_fir_kernel()
-    for fused in (True, False):
-        got = modulated_conv2d(x, weight, styles, up=2, fir=fir, fused=fused)
+    for fused, fused_up in itertools.product((True, False), (True, False)):
+        got = modulated_conv2d(x, weight, styles, up=2, fir=fir, fused=fused, fused_up=fused_up)
         assert got.shape == (2, 3, 12, 12)
-        assert torch.allclose(got, _reference(x, weight, styles, True, up=2), atol=1e-4)
+        assert torch.allclose(got, _reference(x, weight, styles, True, up=2), atol=1e-4), (fused, fused_up)
 
 
 def test_fused_and_unfused_gradients_agree():

@@ -29,6 +29,13 @@ class NetworkConfig(DictSerializable):
     mbstd_num_channels: int = 1  # features of the minibatch standard deviation layer
     fused_modconv: bool = False  # grouped modulated convolution (True) or scale activations (False, faster to train)
     w_avg_beta: float = 0.995  # decay of the tracked average of w
+    # How the same weights compute (speed only; a checkpoint loads under any of them):
+    fused_upconv: bool = True  # up-sampling modulated conv as transposed conv + FIR (False: zero-insert, FIR, conv)
+    fused_bias_act: bool = True  # gains, noise and bias folded into fused multiply-adds (False: one op each)
+    channels_last: bool = False  # NHWC memory format for activations and conv weights (fast on GPUs)
+    # G's up-sampling convs: "full" = the conv sees the filtered signal past the edge (StyleGAN2);
+    # "zero" = zero padding after up-sampling (checkpoints written before this key existed).
+    upsample_border: str = "full"
 
     def __post_init__(self) -> None:
         r = self.img_resolution
@@ -40,8 +47,15 @@ class NetworkConfig(DictSerializable):
             raise ValueError(f"channel_base={self.channel_base} leaves no channels at {r}x{r}; use at least {r}")
         if self.num_fp16_res < 0:
             raise ValueError(f"num_fp16_res must be >= 0, got {self.num_fp16_res}")
+        if self.upsample_border not in ("full", "zero"):
+            raise ValueError(f"upsample_border must be full or zero, got {self.upsample_border!r}")
         if self.conv_clamp is not None and not (isinstance(self.conv_clamp, (int, float)) and self.conv_clamp > 0):
             raise ValueError(f"conv_clamp must be a positive number or None, got {self.conv_clamp!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetworkConfig":
+        # Checkpoints from before upsample_border computed the zero-padded way: keep their images.
+        return super().from_dict({"upsample_border": "zero", **d})
 
     @property
     def resolution_log2(self) -> int:

@@ -28,19 +28,23 @@ class DiscriminatorBlock(nn.Module):
         img_channels: int,  # channels of the input image
         conv_clamp: float | None = None,  # clamp conv outputs to +-this; None = off
         reduced_precision: bool = False,  # compute in the autocast dtype (FP16/BF16) when autocast is on
+        fused_bias_act: bool = False,  # gains into the kernels, bias into the convs
+        channels_last: bool = False,  # NHWC features
     ):
         super().__init__()
         self.reduced_precision = reduced_precision
-        self.fromrgb = EqualizedConv2d(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp) if in_channels == 0 else None
-        self.conv0 = EqualizedConv2d(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
-        self.conv1 = EqualizedConv2d(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
-        self.skip = EqualizedConv2d(tmp_channels, out_channels, 1, bias=False, down=2)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        fast = dict(conv_clamp=conv_clamp, fused_bias_act=fused_bias_act)
+        self.fromrgb = EqualizedConv2d(img_channels, tmp_channels, 1, activation="lrelu", **fast) if in_channels == 0 else None
+        self.conv0 = EqualizedConv2d(tmp_channels, tmp_channels, 3, activation="lrelu", **fast)
+        self.conv1 = EqualizedConv2d(tmp_channels, out_channels, 3, activation="lrelu", down=2, **fast)
+        self.skip = EqualizedConv2d(tmp_channels, out_channels, 1, bias=False, down=2, fused_bias_act=fused_bias_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, Cin or img_channels, R, R] -> [N, Cout, R/2, R/2] in the block's dtype
         dev = x.device.type
         dtype = block_dtype(dev, self.reduced_precision)
         with block_context(dev, dtype):
-            x = x.to(dtype)
+            x = x.to(dtype=dtype, memory_format=self.memory_format)
             if self.fromrgb is not None:
                 x = self.fromrgb(x)
             y = self.skip(x, gain=SQRT_HALF)
@@ -73,10 +77,12 @@ class DiscriminatorEpilogue(nn.Module):
     Always FP32, also under autocast.
     """
 
-    def __init__(self, in_channels: int, cmap_dim: int, mbstd_group_size: int, mbstd_num_channels: int, conv_clamp: float | None = None):
+    def __init__(self, in_channels: int, cmap_dim: int, mbstd_group_size: int, mbstd_num_channels: int,
+                 conv_clamp: float | None = None, fused_bias_act: bool = False):
         super().__init__()
         self.mbstd_group_size, self.mbstd_num_channels = mbstd_group_size, mbstd_num_channels
-        self.conv = EqualizedConv2d(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv = EqualizedConv2d(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu",
+                                    conv_clamp=conv_clamp, fused_bias_act=fused_bias_act)
         self.fc = EqualizedLinear(in_channels * 16, in_channels, activation="lrelu")
         self.out = EqualizedLinear(in_channels, 1 if cmap_dim == 0 else cmap_dim)
         self.cmap_dim = cmap_dim
@@ -106,14 +112,16 @@ class Discriminator(nn.Module):
             cin = 0 if res == cfg.img_resolution else cfg.channels_at(res)
             blocks.append(DiscriminatorBlock(
                 cin, cfg.channels_at(res), cfg.channels_at(res // 2), cfg.img_channels, cfg.conv_clamp,
-                reduced_precision=cfg.reduced_precision_at(res),
+                reduced_precision=cfg.reduced_precision_at(res), fused_bias_act=cfg.fused_bias_act,
+                channels_last=cfg.channels_last,
             ))
         self.blocks = nn.ModuleList(blocks)
         c4 = cfg.channels_at(4)
         cmap_dim = c4 if cfg.c_dim > 0 else 0
         # Conditioning (projection discriminator): the class is embedded and mapped to cmap.
         self.c_embed = EqualizedLinear(cfg.c_dim, cmap_dim) if cfg.c_dim > 0 else None
-        self.epilogue = DiscriminatorEpilogue(c4, cmap_dim, cfg.mbstd_group_size, cfg.mbstd_num_channels, cfg.conv_clamp)
+        self.epilogue = DiscriminatorEpilogue(c4, cmap_dim, cfg.mbstd_group_size, cfg.mbstd_num_channels, cfg.conv_clamp,
+                                              cfg.fused_bias_act)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:  # [N, 1]
         x = img

@@ -64,11 +64,12 @@ def _fir_depthwise(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int, i
     return F.conv2d(x, w, stride=stride, groups=c)
 
 
-def upsample2d(x: torch.Tensor, kernel: torch.Tensor, factor: int = 2) -> torch.Tensor:
+def upsample2d(x: torch.Tensor, kernel: torch.Tensor, factor: int = 2, margin: int = 0) -> torch.Tensor:
     """FIR up-sampling: zero insertion, then the filter scaled by factor**2.
 
-    [N, C, H, W] -> [N, C, H * factor, W * factor]. A constant image stays constant
-    (away from the border).
+    [N, C, H, W] -> [N, C, H * factor + 2 margin, W * factor + 2 margin]. A constant image stays
+    constant (away from the border). `margin` keeps that many more filtered pixels on each side
+    (what a following unpadded convolution needs to see the filter's full support).
     """
     n, c, h, w = x.shape
     k = kernel.shape[0]
@@ -76,8 +77,8 @@ def upsample2d(x: torch.Tensor, kernel: torch.Tensor, factor: int = 2) -> torch.
     x = x.reshape(n, c, h, 1, w, 1)
     x = F.pad(x, [0, factor - 1, 0, 0, 0, factor - 1])
     x = x.reshape(n, c, h * factor, w * factor)
-    p0 = (k + factor - 1) // 2
-    p1 = (k - factor) // 2
+    p0 = (k + factor - 1) // 2 + margin
+    p1 = (k - factor) // 2 + margin
     return _fir_depthwise(x, kernel * (factor**2), (p0, p1, p0, p1))
 
 
@@ -150,9 +151,11 @@ class EqualizedConv2d(nn.Module):
         down: int = 1,  # 1 = no resampling, 2 = FIR down-sampling by 2
         fir_taps=(1, 3, 3, 1),  # low-pass filter used when down > 1
         conv_clamp: float | None = None,  # clamp outputs to +-this (for FP16); None = off
+        fused_bias_act: bool = False,  # gains folded into the kernel and the bias into the conv (fewer passes)
     ):
         super().__init__()
         self.activation = activation
+        self.fused_bias_act = fused_bias_act
         self.down = down
         self.conv_clamp = conv_clamp
         self.padding = kernel_size // 2
@@ -162,22 +165,33 @@ class EqualizedConv2d(nn.Module):
         self.register_buffer("fir", make_fir_kernel(fir_taps) if down > 1 else torch.empty(0), persistent=False)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:  # [N, Cin, H, W] -> [N, Cout, H/down, W/down]
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        if self.fused_bias_act:
+            # leaky_relu(g z) = g leaky_relu(z) for g > 0: the total gain scales the (small) kernel
+            # and the bias, the conv adds the bias, and one activation pass remains.
+            g = gain * (LRELU_GAIN if self.activation == "lrelu" else 1.0)
+            w = self.weight.to(x.dtype) * (self.weight_gain * g)
+            b = self.bias.to(x.dtype) * g if self.bias is not None else None
+            x = self._conv(x, w, b)
+            if self.activation == "lrelu":
+                x = F.leaky_relu(x, LRELU_SLOPE)
+            elif self.activation != "linear":
+                raise ValueError(f"unknown activation {self.activation!r}")
+            return x.clamp(-clamp, clamp) if clamp is not None else x
         w = self.weight.to(x.dtype) * self.weight_gain
-        k = self.weight.shape[-1]
+        return bias_act(self._conv(x, w, None), self.bias, act=self.activation, gain=gain, clamp=clamp)
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        k = w.shape[-1]
         if self.down > 1:
             if k == 1:
-                x = downsample2d(x, self.fir, self.down)
-                x = F.conv2d(x, w)
-            else:
-                # Filter with enough padding that the strided k x k conv lands on H/down pixels.
-                f = self.fir.shape[0]
-                total = (f - self.down) + (k - 1)
-                x = blur2d(x, self.fir, ((total + 1) // 2, total // 2))
-                x = F.conv2d(x, w, stride=self.down)
-        else:
-            x = F.conv2d(x, w, padding=self.padding)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, act=self.activation, gain=gain, clamp=clamp)
+                return F.conv2d(downsample2d(x, self.fir, self.down), w, b)
+            # Filter with enough padding that the strided k x k conv lands on H/down pixels.
+            f = self.fir.shape[0]
+            total = (f - self.down) + (k - 1)
+            x = blur2d(x, self.fir, ((total + 1) // 2, total // 2))
+            return F.conv2d(x, w, b, stride=self.down)
+        return F.conv2d(x, w, b, padding=self.padding)
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape

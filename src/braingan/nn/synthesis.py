@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import NetworkConfig
-from .layers import EqualizedLinear, bias_act, make_fir_kernel, upsample2d
+from .layers import LRELU_GAIN, LRELU_SLOPE, EqualizedLinear, bias_act, make_fir_kernel, upsample2d
 from .mapping import MappingNetwork
 from .modulated import modulated_conv2d
 from .precision import block_context, block_dtype, fp32_context
@@ -25,10 +26,15 @@ class SynthesisLayer(nn.Module):
         up: int = 1,  # 2 = FIR up-sample by 2 before the conv
         conv_clamp: float | None = None,  # clamp outputs to +-this; None = off
         fused_modconv: bool = True,  # grouped conv (True) or activation scaling (False)
+        fused_upconv: bool = False,  # up-sampling as transposed conv + FIR
+        fused_bias_act: bool = False,  # demodulation, gain, noise and bias as fused multiply-adds
+        upsample_border: str = "full",  # see NetworkConfig.upsample_border
     ):
         super().__init__()
         self.resolution, self.up = resolution, up
         self.conv_clamp, self.fused_modconv = conv_clamp, fused_modconv
+        self.fused_upconv, self.fused_bias_act = fused_upconv, fused_bias_act
+        self.upsample_border = upsample_border
         self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -44,7 +50,25 @@ class SynthesisLayer(nn.Module):
     ) -> torch.Tensor:  # [N, Cout, R, R] in x's dtype (the block's)
         with fp32_context(w.device.type):
             styles = self.affine(w.float())  # [N, Cin] FP32, pre-normalized in modulated_conv2d before any cast
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, fir=self.fir, fused=self.fused_modconv)
+        if self.fused_bias_act:
+            # leaky_relu(g z) = g leaky_relu(z) for g > 0: the gain goes into the demodulation
+            # scale, the bias and the noise strength, so no separate pass applies it.
+            g = LRELU_GAIN
+            x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, fir=self.fir,
+                                 fused=self.fused_modconv, fused_up=self.fused_upconv, up_border=self.upsample_border,
+                                 bias=self.bias, gain=g)
+            strength = self.noise_strength.to(x.dtype) * g
+            if noise_mode == "random":
+                noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
+                x = torch.addcmul(x, noise, strength)
+            elif noise_mode == "const":
+                x = x + self.noise_const.to(x.dtype) * strength
+            elif noise_mode != "none":
+                raise ValueError(f"unknown noise_mode {noise_mode!r}")
+            x = F.leaky_relu(x, LRELU_SLOPE)
+            return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp is not None else x
+        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, fir=self.fir,
+                             fused=self.fused_modconv, fused_up=self.fused_upconv, up_border=self.upsample_border)
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
             x = x + noise * self.noise_strength.to(x.dtype)
@@ -58,9 +82,10 @@ class SynthesisLayer(nn.Module):
 class ToRGBLayer(nn.Module):
     """Modulated 1x1 conv without demodulation to `img_channels` (1 for grayscale)."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None, fused_modconv: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None,
+                 fused_modconv: bool = True, fused_bias_act: bool = False):
         super().__init__()
-        self.conv_clamp, self.fused_modconv = conv_clamp, fused_modconv
+        self.conv_clamp, self.fused_modconv, self.fused_bias_act = conv_clamp, fused_modconv, fused_bias_act
         self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -69,6 +94,9 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # [N, Cin, R, R] -> [N, img_channels, R, R]
         with fp32_context(w.device.type):
             styles = self.affine(w.float()) * self.weight_gain  # [N, Cin] FP32
+        if self.fused_bias_act:
+            x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=self.fused_modconv, bias=self.bias)
+            return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp is not None else x
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=self.fused_modconv)
         return bias_act(x, self.bias, act="linear", clamp=self.conv_clamp)
 
@@ -90,18 +118,25 @@ class SynthesisBlock(nn.Module):
         conv_clamp: float | None = None,  # clamp outputs to +-this; None = off
         fused_modconv: bool = True,  # grouped conv or activation scaling
         reduced_precision: bool = False,  # compute in the autocast dtype (FP16/BF16) when autocast is on
+        fused_upconv: bool = False,  # up-sampling conv as transposed conv + FIR
+        fused_bias_act: bool = False,  # gains, noise and bias as fused multiply-adds
+        channels_last: bool = False,  # NHWC features
+        upsample_border: str = "full",  # see NetworkConfig.upsample_border
     ):
         super().__init__()
         self.in_channels, self.resolution = in_channels, resolution
         self.reduced_precision = reduced_precision
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        fast = dict(fused_modconv=fused_modconv, fused_bias_act=fused_bias_act)
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
             self.conv0 = None
         else:
             self.const = None
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp, fused_modconv=fused_modconv)
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp, fused_modconv=fused_modconv)
-        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp, fused_modconv=fused_modconv)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp,
+                                        fused_upconv=fused_upconv, upsample_border=upsample_border, **fast)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp, **fast)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp, **fast)
         self.num_conv = 1 if in_channels == 0 else 2
         self.register_buffer("fir", make_fir_kernel(), persistent=False)
 
@@ -118,8 +153,9 @@ class SynthesisBlock(nn.Module):
             i = 0
             if self.const is not None:
                 x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+                x = x.to(memory_format=self.memory_format)
             else:
-                x = self.conv0(x.to(dtype), ws[:, i], noise_mode)
+                x = self.conv0(x.to(dtype=dtype, memory_format=self.memory_format), ws[:, i], noise_mode)
                 i += 1
             x = self.conv1(x, ws[:, i], noise_mode)
             i += 1
@@ -142,7 +178,9 @@ class SynthesisNetwork(nn.Module):
             cin = 0 if res == 4 else cfg.channels_at(res // 2)
             blocks.append(SynthesisBlock(
                 cin, cfg.channels_at(res), cfg.w_dim, res, cfg.img_channels, cfg.conv_clamp, cfg.fused_modconv,
-                reduced_precision=cfg.reduced_precision_at(res),
+                reduced_precision=cfg.reduced_precision_at(res), fused_upconv=cfg.fused_upconv,
+                fused_bias_act=cfg.fused_bias_act, channels_last=cfg.channels_last,
+                upsample_border=cfg.upsample_border,
             ))
         self.blocks = nn.ModuleList(blocks)
 

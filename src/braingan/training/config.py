@@ -32,3 +32,6 @@ class TrainConfig(DictSerializable):
     max_nonfinite: int = 10  # stop after this many steps in a row with a non-finite loss
     num_samples: int = 16  # images in the fixed-latent sample grid
     sample_seed: int = 123  # seed of the fixed sample latents and labels
+    compile: bool = False  # torch.compile the G and D forwards of the main phases (regularizers stay eager)
+    compile_mode: str = "default"  # torch.compile mode
+    compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no code generation, for CPU tests)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+from typing import Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -99,6 +100,8 @@ class StyleGAN2Module(pl.LightningModule):
         self._pending_rng: dict | None = None
         self._grads_checked: set[str] = set()  # phases whose first backward was checked for missing gradients
         self._stats: dict[str, list[torch.Tensor]] = {}
+        # speed.compile: torch.compile'd G.synthesis and D, built on first use (see _fast).
+        self._compiled: dict[str, Callable] | None = None
         self._tick_time = time.perf_counter()
         self._tick_nimg = 0
 
@@ -135,10 +138,40 @@ class StyleGAN2Module(pl.LightningModule):
             ws = torch.where(mix, self.G.mapping(torch.randn_like(z), c, update_emas=False), ws)
         return ws
 
-    def _run_D(self, img: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    def _fast(self, name: str) -> Callable:
+        """The forward of the main phases: G.synthesis ('synthesis') or D ('D'), compiled under speed.compile.
+
+        The compiled callables wrap the eager modules and share their parameters, and live in a
+        plain dict (not registered as submodules): state_dict keys, checkpoints, the EMA and the
+        gradient averaging are the same with compile on or off. Built on first use, so __init__
+        and G_ema's copy never see them. Path length and R1 never use them: they take gradients
+        with create_graph=True, and AOTAutograd has no double backward.
+        """
+        eager = self.G.synthesis if name == "synthesis" else self.D
+        if not self.train_cfg.compile:
+            return eager
+        if self._compiled is None:
+            # dynamic=False: the main phases see one batch shape per rank (drop_last), so one
+            # static graph per grad mode / requires_grad pattern; no symbolic shapes.
+            tc = self.train_cfg
+            opts = {"backend": tc.compile_backend, "dynamic": False}
+            if tc.compile_backend == "inductor" or tc.compile_mode != "default":
+                opts["mode"] = tc.compile_mode  # the modes are inductor's; other backends reject them
+            self._compiled = {"synthesis": torch.compile(self.G.synthesis, **opts), "D": torch.compile(self.D, **opts)}
+        return self._compiled[name]
+
+    def __getstate__(self) -> dict:
+        # A copy or pickle of the module compiles afresh on first use (the compiled wrappers
+        # hold the original modules and dynamo's caches).
+        state = super().__getstate__()
+        state["_compiled"] = None
+        return state
+
+    def _run_D(self, img: torch.Tensor, c: torch.Tensor | None, fast: bool = False) -> torch.Tensor:
+        """Augment, then D; fast = the compiled D of the main phases (speed.compile), else the eager one."""
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
-        return self.D(img, c)
+        return (self._fast("D") if fast else self.D)(img, c)
 
     def _finite(self, loss: torch.Tensor) -> bool:
         return bool(torch.isfinite(loss).all())
@@ -224,18 +257,20 @@ class StyleGAN2Module(pl.LightningModule):
         do_pl = tc.pl_weight > 0 and tc.pl_interval > 0 and self.batch_idx % tc.pl_interval == 0
         do_r1 = tc.r1_gamma > 0 and (tc.r1_interval <= 0 or self.batch_idx % tc.r1_interval == 0)
         ok = True
+        if tc.compile:  # a new step for CUDA graphs (compile_mode=reduce-overhead); no-op otherwise
+            torch.compiler.cudagraph_mark_step_begin()
 
         # G main: non-saturating loss through the (augmented) discriminator.
         _set_requires_grad(self.G, True)
         _set_requires_grad(self.D, False)
         z = torch.randn(n, self.net_cfg.z_dim, device=real.device)
-        fake = self.G.synthesis(self._run_mapping(z, c_gen, update_emas=False))
-        fake_logits = self._run_D(fake, c_gen)
+        fake = self._fast("synthesis")(self._run_mapping(z, c_gen, update_emas=False))
+        fake_logits = self._run_D(fake, c_gen, fast=True)
         loss_g = losses.g_nonsaturating_loss(fake_logits)
         ok &= self._opt_step(opt_g, loss_g, "G main", self.G)
         self._record("Loss/G", loss_g)
 
-        # G reg: lazy path-length regularization on a smaller batch.
+        # G reg: lazy path-length regularization on a smaller batch (eager: double backward).
         if do_pl:
             m = max(n // tc.pl_batch_shrink, 1)
             z = torch.randn(m, self.net_cfg.z_dim, device=real.device)
@@ -258,9 +293,9 @@ class StyleGAN2Module(pl.LightningModule):
         _set_requires_grad(self.D, True)
         with torch.no_grad():
             z = torch.randn(n, self.net_cfg.z_dim, device=real.device)
-            fake = self.G.synthesis(self._run_mapping(z, c_gen, update_emas=True))
-        d_fake = self._run_D(fake, c_gen)
-        d_real = self._run_D(real, c_real)
+            fake = self._fast("synthesis")(self._run_mapping(z, c_gen, update_emas=True))
+        d_fake = self._run_D(fake, c_gen, fast=True)
+        d_real = self._run_D(real, c_real, fast=True)
         loss_d = losses.d_logistic_loss(d_real, d_fake)
         ok &= self._opt_step(opt_d, loss_d, "D main", self.D)
         # Only finite logits count toward ADA's statistic (a NaN would make r_t NaN). Summed over
@@ -271,7 +306,7 @@ class StyleGAN2Module(pl.LightningModule):
         self._record("D/real", d_real)
         self._record("D/fake", d_fake)
 
-        # D reg: lazy R1 on reals (augmented like every D input).
+        # D reg: lazy R1 on reals (augmented like every D input; eager D: double backward).
         if do_r1:
             real_r = real.detach().requires_grad_(True)
             r1_logits = self._run_D(real_r, c_real)
