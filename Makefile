@@ -10,7 +10,7 @@ CKPT ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench
+.PHONY: help install test train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench guard
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ prepare: ## NIfTI/Analyze volumes -> OASIS-layout PNG slices: ARGS="input=/data/
 
 bench: ## Training sec/kimg, peak GPU memory, generation and Inception img/s: ARGS="model=paper batch_size=32 trainer.precision=16-mixed"
 	$(PY) -m braingan.bench $(ARGS)
+
+guard: ## Plain vs optimized speed path from one seed: loss and D-output curves overlaid, guard.png + guard.json: ARGS="guard.kimg=4"
+	$(PY) -m braingan.guard $(ARGS)
 
 bench-loader: ## Measure the training data loader in img/s (256x256, 2 workers): ARGS="--workers 2"
 	$(PY) -m braingan.data.bench $(ARGS)

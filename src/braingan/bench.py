@@ -194,6 +194,10 @@ def measure_training(cfg: DictConfig, warmup: int, steps: int) -> tuple[StyleGAN
         "num_fp16_res": net.num_fp16_res,
         "conv_clamp": net.conv_clamp,
         "fused_modconv": net.fused_modconv,
+        "fused_upconv": net.fused_upconv,
+        "fused_bias_act": net.fused_bias_act,
+        "channels_last": net.channels_last,
+        "compile": train_cfg.compile,
         "c_dim": net.c_dim,
         "r1_interval": train_cfg.r1_interval,
         "pl_interval": train_cfg.pl_interval,
@@ -359,7 +363,9 @@ def format_table(r: dict) -> str:
         f"config    {c['resolution']}x{c['resolution']}x{c['img_channels']}, model {c['model']} (channel_base {c['channel_base']}, "
         f"channel_max {c['channel_max']}, {c['mapping_layers']} mapping layers; G {c['params_G'] / 1e6:.2f} M, "
         f"D {c['params_D'] / 1e6:.2f} M params), batch {c['batch_size']}, {c['precision']} (num_fp16_res {c['num_fp16_res']}, "
-        f"conv_clamp {c['conv_clamp']}), augment {c['augment']}, fused_modconv {c['fused_modconv']}",
+        f"conv_clamp {c['conv_clamp']}), augment {c['augment']}",
+        f"speed     fused_modconv {c['fused_modconv']}, fused_upconv {c['fused_upconv']}, fused_bias_act "
+        f"{c['fused_bias_act']}, channels_last {c['channels_last']}, compile {c['compile']}",
         f"measured  {r['measured_steps']} steps ({r['measured_images']} images, {r['seconds']:g} s) after {r['warmup_steps']} "
         f"warm-up steps: {r['r1_steps']} R1 + {r['pl_steps']} path-length steps (period {r['lazy_period']}); "
         f"non-finite steps {r['nonfinite_steps']}",
@@ -387,8 +393,10 @@ def _hydra_main(cfg: DictConfig) -> None:
     print(f"wrote {result['json']}")
 
 
-def with_defaults(args: list[str], cuda: bool) -> list[str]:
-    """The command line plus trainer=gpu|cpu for this machine and, for the CPU, the tiny CPU_DEFAULTS."""
+def with_defaults(args: list[str], cuda: bool, cpu_defaults: dict[str, str] | None = None) -> list[str]:
+    """The command line plus trainer=gpu|cpu for this machine and, for the CPU, the tiny `cpu_defaults`
+    (None = this file's CPU_DEFAULTS; make guard passes its own)."""
+    cpu_defaults = CPU_DEFAULTS if cpu_defaults is None else cpu_defaults
     names = {a.split("=")[0].lstrip("+~") for a in args if "=" in a}
     extra = []
     choice = default_trainer_override(args, cuda)
@@ -396,7 +404,7 @@ def with_defaults(args: list[str], cuda: bool) -> list[str]:
         extra.append(choice)
     cpu = choice == "trainer=cpu" or any(a.lstrip("+~") == "trainer=cpu" for a in args)
     if cpu:
-        extra += [f"{k}={v}" for k, v in CPU_DEFAULTS.items() if k not in names]
+        extra += [f"{k}={v}" for k, v in cpu_defaults.items() if k not in names]
     at = next((k for k, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
     return args[:at] + extra + args[at:]
 
