@@ -4,6 +4,7 @@ group of tags, and the one-line errors."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -95,6 +96,12 @@ def test_newest_run_by_default_and_errors(run: Path, tmp_path: Path, monkeypatch
     assert "no training run with TensorBoard event files" in main_error([], monkeypatch)
     copy = tmp_path / "outputs" / "2026-01-01" / "12-00-00"
     shutil.copytree(run / "tb", copy / "tb")
+    # A newer make guard run is not a training run: run=last skips it.
+    guard = tmp_path / "outputs" / "guard" / "2026-01-02" / "12-00-00" / "plain"
+    shutil.copytree(run / "tb", guard / "tb")
+    for event in (guard / "tb").iterdir():
+        os.utime(event, (event.stat().st_atime, event.stat().st_mtime + 60))
     run_main([], monkeypatch)
     assert (copy / "plots" / "losses.png").is_file()
+    assert not (guard / "plots").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "outputs"]  # no .hydra/, no plots.log

@@ -186,7 +186,10 @@ def scatter_embedding(
 
 
 def newest_run(root: str | Path = "outputs") -> Path:
-    found = sorted(Path(root).glob(f"**/tb/{EVENTS}"), key=lambda p: p.stat().st_mtime)
+    # Training runs only: make guard's paired runs live under <root>/guard.
+    guard = (Path(root) / "guard").resolve()
+    found = sorted((p for p in Path(root).glob(f"**/tb/{EVENTS}") if not p.resolve().is_relative_to(guard)),
+                   key=lambda p: p.stat().st_mtime)
     if not found:
         raise PlotsError(f"run=last: no training run with TensorBoard event files under {Path(root).resolve()}; pass run=<folder>")
     return found[-1].parent.parent
