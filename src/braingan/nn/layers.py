@@ -42,6 +42,23 @@ def bias_act(
     return x
 
 
+def folded_act(
+    x: torch.Tensor,  # [N, C, ...] with bias and the activation's gain already applied
+    act: str = "lrelu",  # 'lrelu' or 'linear'
+    clamp: float | None = None,  # clamp the output to [-clamp, clamp]; None = no clamp
+) -> torch.Tensor:
+    """The rest of `bias_act` when bias and gain were folded into the preceding op.
+
+    leaky_relu(g z) = g leaky_relu(z) for g > 0, so a layer can scale its kernel (or
+    demodulation) and bias by the gain and leave only the activation and the clamp.
+    """
+    if act == "lrelu":
+        x = F.leaky_relu(x, LRELU_SLOPE)
+    elif act != "linear":
+        raise ValueError(f"unknown activation {act!r}")
+    return x.clamp(-clamp, clamp) if clamp is not None else x
+
+
 # ----------------------------------------------------------------------------------------------
 # FIR filters and resampling (upfirdn2d in pure PyTorch)
 
@@ -172,12 +189,7 @@ class EqualizedConv2d(nn.Module):
             g = gain * (LRELU_GAIN if self.activation == "lrelu" else 1.0)
             w = self.weight.to(x.dtype) * (self.weight_gain * g)
             b = self.bias.to(x.dtype) * g if self.bias is not None else None
-            x = self._conv(x, w, b)
-            if self.activation == "lrelu":
-                x = F.leaky_relu(x, LRELU_SLOPE)
-            elif self.activation != "linear":
-                raise ValueError(f"unknown activation {self.activation!r}")
-            return x.clamp(-clamp, clamp) if clamp is not None else x
+            return folded_act(self._conv(x, w, b), self.activation, clamp)
         w = self.weight.to(x.dtype) * self.weight_gain
         return bias_act(self._conv(x, w, None), self.bias, act=self.activation, gain=gain, clamp=clamp)
 

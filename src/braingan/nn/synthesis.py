@@ -4,11 +4,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import NetworkConfig
-from .layers import LRELU_GAIN, LRELU_SLOPE, EqualizedLinear, bias_act, make_fir_kernel, upsample2d
+from .layers import LRELU_GAIN, EqualizedLinear, bias_act, folded_act, make_fir_kernel, upsample2d
 from .mapping import MappingNetwork
 from .modulated import modulated_conv2d
 from .precision import block_context, block_dtype, fp32_context
@@ -50,32 +49,23 @@ class SynthesisLayer(nn.Module):
     ) -> torch.Tensor:  # [N, Cout, R, R] in x's dtype (the block's)
         with fp32_context(w.device.type):
             styles = self.affine(w.float())  # [N, Cin] FP32, pre-normalized in modulated_conv2d before any cast
-        if self.fused_bias_act:
-            # leaky_relu(g z) = g leaky_relu(z) for g > 0: the gain goes into the demodulation
-            # scale, the bias and the noise strength, so no separate pass applies it.
-            g = LRELU_GAIN
-            x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, fir=self.fir,
-                                 fused=self.fused_modconv, fused_up=self.fused_upconv, up_border=self.upsample_border,
-                                 bias=self.bias, gain=g)
-            strength = self.noise_strength.to(x.dtype) * g
-            if noise_mode == "random":
-                noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
-                x = torch.addcmul(x, noise, strength)
-            elif noise_mode == "const":
-                x = x + self.noise_const.to(x.dtype) * strength
-            elif noise_mode != "none":
-                raise ValueError(f"unknown noise_mode {noise_mode!r}")
-            x = F.leaky_relu(x, LRELU_SLOPE)
-            return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp is not None else x
+        # fused_bias_act: leaky_relu(g z) = g leaky_relu(z) for g > 0, so the gain goes into the
+        # demodulation scale, the bias and the noise strength, and no separate pass applies it.
+        fold = self.fused_bias_act
+        g = LRELU_GAIN if fold else 1.0
         x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, fir=self.fir,
-                             fused=self.fused_modconv, fused_up=self.fused_upconv, up_border=self.upsample_border)
+                             fused=self.fused_modconv, fused_up=self.fused_upconv, up_border=self.upsample_border,
+                             bias=self.bias if fold else None, gain=g)
+        strength = self.noise_strength.to(x.dtype) * g if fold else self.noise_strength.to(x.dtype)
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
-            x = x + noise * self.noise_strength.to(x.dtype)
+            x = x + noise * strength
         elif noise_mode == "const":
-            x = x + self.noise_const.to(x.dtype) * self.noise_strength.to(x.dtype)
+            x = x + self.noise_const.to(x.dtype) * strength
         elif noise_mode != "none":
             raise ValueError(f"unknown noise_mode {noise_mode!r}")
+        if fold:
+            return folded_act(x, "lrelu", self.conv_clamp)
         return bias_act(x, self.bias, act="lrelu", clamp=self.conv_clamp)
 
 
@@ -96,7 +86,7 @@ class ToRGBLayer(nn.Module):
             styles = self.affine(w.float()) * self.weight_gain  # [N, Cin] FP32
         if self.fused_bias_act:
             x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=self.fused_modconv, bias=self.bias)
-            return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp is not None else x
+            return folded_act(x, "linear", self.conv_clamp)
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=self.fused_modconv)
         return bias_act(x, self.bias, act="linear", clamp=self.conv_clamp)
 
