@@ -39,21 +39,19 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .conf_utils import CONF_DIR, normalize_overrides, register_resolvers
+from .conf_utils import CONF_DIR, insert_overrides, normalize_overrides, register_resolvers
 from .metrics.features import extract_features
 from .metrics.inception import InceptionFeatures
 from .metrics.sources import generated_batches
 from .train import (
-    build_configs,
-    build_datamodule,
-    conditioning_classes,
+    data_and_configs,
     default_trainer_override,
     requested_processes,
     set_backends,
     trainer_settings,
 )
 from .training.module import StyleGAN2Module
-from .utils.io import atomic_path
+from .utils.io import atomic_path, unused_path
 
 register_resolvers()
 
@@ -168,11 +166,7 @@ def measure_training(cfg: DictConfig, warmup: int, steps: int) -> tuple[StyleGAN
         raise ValueError("make bench measures one process: use trainer.devices=1 trainer.num_nodes=1")
     set_backends(t)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = build_datamodule(cfg, 1, None)  # no manifest.csv: nothing is written
-    dm.prepare_data()
-    dm.setup("fit")
-    c_dim = conditioning_classes(cfg.model.conditional, dm.num_classes)
-    net, train_cfg = build_configs(cfg, c_dim, str(t.precision))
+    dm, net, train_cfg = data_and_configs(cfg)  # no manifest.csv: nothing is written
     steps = round_up(steps, lazy_period(train_cfg))
     train_cfg.total_kimg = 2 * (warmup + steps) * cfg.batch_size / 1000  # the clock stops first
     module = StyleGAN2Module(net, train_cfg, dm.data_info())
@@ -274,11 +268,7 @@ def _versions() -> dict:
 
 
 def default_out(root: str | Path = "outputs") -> Path:
-    stem = Path(root) / "bench" / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    path, k = stem.with_suffix(".json"), 1
-    while path.exists():
-        path, k = stem.parent / f"{stem.name}-{k}.json", k + 1
-    return path
+    return unused_path(Path(root) / "bench" / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S.json"))
 
 
 def bench(cfg: DictConfig, model_name: str | None = None) -> dict:
@@ -405,8 +395,7 @@ def with_defaults(args: list[str], cuda: bool, cpu_defaults: dict[str, str] | No
     cpu = choice == "trainer=cpu" or any(a.lstrip("+~") == "trainer=cpu" for a in args)
     if cpu:
         extra += [f"{k}={v}" for k, v in cpu_defaults.items() if k not in names]
-    at = next((k for k, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
-    return args[:at] + extra + args[at:]
+    return insert_overrides(args, extra)
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ def load_generator(path: str | os.PathLike, which: str = "G_ema", map_location: 
 
 
 def checkpoint_kimg(path: str | os.PathLike) -> float:
-    """Training time stored in a checkpoint, in kimg."""
-    return load_checkpoint(path)["braingan"]["cur_nimg"] / 1000.0
+    """Training time stored in a checkpoint, in kimg (the file is memory-mapped: nothing else is read)."""
+    return float(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["braingan"]["cur_nimg"]) / 1000.0
 
 
 def load_data_info(path: str | os.PathLike) -> dict:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from .utils.slurm import slurm_job_id
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 # Config groups whose option names are numbers. Hydra parses `resolution=128` as an int and
@@ -91,6 +93,12 @@ def replay_overrides(args: list[str]) -> list[str]:
     return normalize_overrides(keep) + args
 
 
+def insert_overrides(args: list[str], extra: list[str]) -> list[str]:
+    """`args` with `extra` overrides put next to the others: Hydra rejects them on both sides of a flag such as -m."""
+    at = next((k for k, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    return args[:at] + extra + args[at:]
+
+
 def slurm_gpus(accelerator, devices) -> int:
     """GPUs per node to ask SLURM for: trainer.devices when training on GPUs, else 0."""
     if str(accelerator).lower() not in ("gpu", "cuda"):
@@ -109,11 +117,10 @@ def slurm_run_dir(default: str) -> str:
     and a requeued job write to one folder (a time stamp would differ). Interactive allocations
     (job name bash or interactive) keep the dated folders.
     """
-    job = os.environ.get("SLURM_JOB_ID")
+    job = slurm_job_id()
     if not job or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
         return default
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"outputs/slurm/{array_job}_{task}" if array_job and task else f"outputs/slurm/{job}"
+    return f"outputs/slurm/{job}"
 
 
 def register_resolvers() -> None:

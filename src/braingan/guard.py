@@ -46,8 +46,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .bench import _sig, with_defaults
 from .conf_utils import CONF_DIR, normalize_overrides, register_resolvers
 from .plots import _figure, _save, event_dir, read_scalars, smooth
-from .train import requested_processes, resolve_channels_last, train
-from .utils.io import atomic_path
+from .train import build_configs, requested_processes, train
+from .utils.io import atomic_path, unused_path
 
 register_resolvers()
 
@@ -133,16 +133,17 @@ def plot_overlay(
     _save(fig, path, dpi)
 
 
-def speed_settings(speed, accelerator: str) -> dict:
-    """The speed switches as the networks get them (channels_last=auto resolved for this trainer)."""
+def speed_settings(cfg: DictConfig) -> dict:
+    """The speed switches of a run's config as its networks get them (build_configs: channels_last=auto resolved)."""
+    net, train_cfg = build_configs(cfg)
     out = {
-        "fused_upconv": bool(speed.fused_upconv),
-        "fused_bias_act": bool(speed.fused_bias_act),
-        "channels_last": resolve_channels_last(speed.channels_last, accelerator),
-        "compile": bool(speed.compile),
+        "fused_upconv": net.fused_upconv,
+        "fused_bias_act": net.fused_bias_act,
+        "channels_last": net.channels_last,
+        "compile": train_cfg.compile,
     }
-    if out["compile"]:
-        out.update(compile_mode=str(speed.compile_mode), compile_backend=str(speed.compile_backend))
+    if train_cfg.compile:
+        out.update(compile_mode=train_cfg.compile_mode, compile_backend=train_cfg.compile_backend)
     return out
 
 
@@ -166,11 +167,7 @@ def run_config(cfg: DictConfig, speed, run_dir: Path) -> DictConfig:
 
 def default_out(root: str | Path = "outputs") -> Path:
     now = _dt.datetime.now()
-    stem = Path(root) / "guard" / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S")
-    path, k = stem, 1
-    while path.exists():
-        path, k = stem.parent / f"{stem.name}-{k}", k + 1
-    return path
+    return unused_path(Path(root) / "guard" / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S"))
 
 
 def guard(cfg: DictConfig, model_name: str | None = None) -> dict:
@@ -189,10 +186,11 @@ def guard(cfg: DictConfig, model_name: str | None = None) -> dict:
     runs: dict[str, dict] = {}
     scalars: dict[str, dict] = {}
     for name in RUNS:
-        settings = speed_settings(speeds[name], accelerator)
+        run_cfg = run_config(cfg, speeds[name], out / name)
+        settings = speed_settings(run_cfg)
         print(f"[guard] {name} run: " + ", ".join(f"{k} {v}" for k, v in settings.items()), flush=True)
         start = time.perf_counter()
-        run_dir = train(run_config(cfg, speeds[name], out / name))
+        run_dir = train(run_cfg)
         seconds = time.perf_counter() - start
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         scalars[name] = read_scalars(event_dir(run_dir))

@@ -89,14 +89,13 @@ def varying_keys(overrides: list[list[str]]) -> list[str]:
 
 def checkpoint_kimg(run: Path) -> float | None:
     """kimg stored in <run>/checkpoints/last.ckpt; None when there is none (or it cannot be read)."""
-    import torch
+    from .checkpoint import checkpoint_kimg as stored_kimg
 
     path = run / "checkpoints" / "last.ckpt"
     if not path.is_file():
         return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        return float(ckpt["braingan"]["cur_nimg"]) / 1000.0
+        return stored_kimg(path)
     except Exception:  # a foreign or damaged file: report what TensorBoard knows instead
         return None
 

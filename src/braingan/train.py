@@ -18,7 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-from .conf_utils import CONF_DIR, normalize_overrides, register_resolvers, replay_overrides, resolve_resume
+from .conf_utils import (
+    CONF_DIR,
+    insert_overrides,
+    normalize_overrides,
+    register_resolvers,
+    replay_overrides,
+    resolve_resume,
+)
 from .data.datamodule import SliceDataModule
 from .nn.config import NetworkConfig
 from .training.callbacks import KimgCheckpoint, KimgProgressBar, SampleGrids, ScalarLogger
@@ -131,6 +138,21 @@ def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -
     return net, train
 
 
+def data_and_configs(cfg: DictConfig, world_size: int = 1, manifest_dir: Path | None = None
+                     ) -> tuple[SliceDataModule, NetworkConfig, TrainConfig]:
+    """The run's datamodule, set up, and its typed configs (train and make bench).
+
+    The data decides the number of classes and the native image size that the model stores;
+    `manifest_dir` gets the run's manifest.csv (None: nothing is written).
+    """
+    dm = build_datamodule(cfg, world_size, manifest_dir)
+    dm.prepare_data()
+    dm.setup("fit")
+    c_dim = conditioning_classes(cfg.model.conditional, dm.num_classes)
+    net, train_cfg = build_configs(cfg, c_dim, str(cfg.trainer.precision))
+    return dm, net, train_cfg
+
+
 def resolve_channels_last(setting, accelerator: str) -> bool:
     """speed.channels_last: auto = on when training on CUDA (where cuDNN has NHWC kernels), off on the CPU."""
     if str(setting).lower() == "auto":
@@ -184,12 +206,12 @@ def requested_processes(trainer_cfg) -> int:
 
 def build_strategy(trainer_cfg):
     """Lightning's DDP for several processes (see training/distributed.py), else what the config says."""
-    name = str(trainer_cfg.strategy)
-    if requested_processes(trainer_cfg) == 1 and name in ("ddp", "ddp_gan"):
+    name, processes = str(trainer_cfg.strategy), requested_processes(trainer_cfg)
+    if processes == 1 and name in ("ddp", "ddp_gan"):
         return "auto"  # one process: nothing to distribute (and no DistributedDataParallel wrapper)
-    if requested_processes(trainer_cfg) > 1 and name in ("auto", "ddp", "ddp_gan"):
+    if processes > 1 and name in ("auto", "ddp", "ddp_gan"):
         return GANDDPStrategy(process_group_backend="nccl" if str(trainer_cfg.accelerator) != "cpu" and torch.cuda.is_available() else "gloo")
-    if name not in ("auto", "single_device") and requested_processes(trainer_cfg) > 1:
+    if name not in ("auto", "single_device") and processes > 1:
         raise ValueError(f"trainer.strategy={name}: use auto or ddp (StyleGAN2 needs its own gradient averaging)")
     return name
 
@@ -287,10 +309,11 @@ def train(cfg: DictConfig) -> Path:
     _refuse_local_multirun_ddp(requested_processes(t))
     run_config = _flatten(OmegaConf.to_container(cfg, resolve=True))
     ckpt_path = resolve_resume(cfg.resume)
-    if ckpt_path is None and continue_checkpoint(run_dir, run_config) is not None:
+    if ckpt_path is None:
         # A requeued SLURM job (or a rerun of the same command into the same folder) continues.
-        ckpt_path = existing_checkpoint(run_dir)
-        print(f"[braingan] {run_dir} already holds a run: continuing from {ckpt_path}", flush=True)
+        ckpt_path = continue_checkpoint(run_dir, run_config)
+        if ckpt_path is not None:
+            print(f"[braingan] {run_dir} already holds a run: continuing from {ckpt_path}", flush=True)
     schedule = cfg.schedule
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)
     callbacks: list[pl.Callback] = []
@@ -319,12 +342,7 @@ def train(cfg: DictConfig) -> Path:
             KimgProgressBar(cfg.kimg, cfg.batch_size),
         ],
     )
-    dm = build_datamodule(cfg, trainer.world_size, run_dir if trainer.is_global_zero else None)
-    # The data decides the number of classes and the native image size that the model stores.
-    dm.prepare_data()
-    dm.setup("fit")
-    c_dim = conditioning_classes(cfg.model.conditional, dm.num_classes)
-    net, train_cfg = build_configs(cfg, c_dim, str(t.precision))
+    dm, net, train_cfg = data_and_configs(cfg, trainer.world_size, run_dir if trainer.is_global_zero else None)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True) if ckpt_path else None
     if state is not None:
         # A property of the trained weights, not a setting: a resumed run computes as it was trained.
@@ -391,10 +409,7 @@ def main() -> None:
     if int(os.environ.get("LOCAL_RANK", "0")) > 0 and "hydra.output_subdir=null" in args:
         # A rank that Lightning's launcher started: rank 0 alone writes the run's log file.
         extra.append("hydra/job_logging=stdout")
-    # Overrides go next to the others: Hydra rejects them on both sides of a flag such as -m.
-    at = next((k for k, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
-    args[at:at] = extra
-    sys.argv = sys.argv[:1] + args
+    sys.argv = sys.argv[:1] + insert_overrides(args, extra)
     _hydra_main()
 
 

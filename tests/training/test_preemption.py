@@ -13,7 +13,7 @@ import torch
 
 from braingan.checkpoint import load_checkpoint
 from braingan.train import train
-from braingan.training.preemption import Preemption, signal_number, slurm_job_id
+from braingan.training.preemption import Preemption, signal_number
 
 from runhelpers import REPO, compose, tiny_overrides
 
@@ -89,12 +89,5 @@ def test_requeue_hands_over_to_the_earlier_handler():
         signal.signal(signal.SIGUSR2, previous)
 
 
-def test_signal_names_and_job_ids(monkeypatch):
+def test_signal_names():
     assert signal_number("USR2") == signal_number("SIGUSR2") == signal_number(12) == signal.SIGUSR2
-    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
-    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
-    monkeypatch.setenv("SLURM_JOB_ID", "41")
-    assert slurm_job_id() == "41"
-    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
-    assert slurm_job_id() == "40_1"

@@ -173,9 +173,6 @@ class StyleGAN2Module(pl.LightningModule):
             img = self.augment_pipe(img)
         return (self._fast("D") if fast else self.D)(img, c)
 
-    def _finite(self, loss: torch.Tensor) -> bool:
-        return bool(torch.isfinite(loss).all())
-
     def _record(self, name: str, value: torch.Tensor) -> None:
         # Kept on the device; turned into floats only when the logger asks (no sync per step).
         self._stats.setdefault(name, []).append(value.detach().float().mean())

@@ -15,7 +15,6 @@ saves and stops (Ctrl-C-like, but exact). The requeued job starts in the same ru
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from collections.abc import Sequence
 import pytorch_lightning as pl
 import torch
 
+from ..utils.slurm import slurm_job_id
 from .distributed import all_reduce_sum
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,6 @@ def signal_number(name: str | int) -> int:
         return int(name)
     name = str(name).upper()
     return int(getattr(signal, name if name.startswith("SIG") else "SIG" + name))
-
-
-def slurm_job_id() -> str | None:
-    """The id `scontrol requeue` needs: <array job>_<task> for array tasks, else the job id."""
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and task:
-        return f"{array_job}_{task}"
-    return os.environ.get("SLURM_JOB_ID")
 
 
 class Preemption(pl.Callback):
@@ -77,10 +69,10 @@ class Preemption(pl.Callback):
         self.install()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        caught = torch.tensor(float(self.received is not None), device=module.device)
+        caught = self.received is not None
         if trainer.world_size > 1:  # a signal may reach only some ranks; they all stop together
-            caught = all_reduce_sum(caught)
-        if float(caught) == 0 or self.saved:
+            caught = float(all_reduce_sum(torch.tensor(float(caught), device=module.device))) > 0
+        if not caught or self.saved:
             return
         self.received = self.received or self.signals[0]
         path = self.checkpoint.save(trainer, module, "last.ckpt")

@@ -27,6 +27,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def unused_path(path: str | os.PathLike) -> Path:
+    """`path`, or the first of <stem>-1<suffix>, <stem>-2<suffix>, ... that does not exist yet."""
+    path = Path(path)
+    candidate, k = path, 1
+    while candidate.exists():
+        candidate, k = path.with_name(f"{path.stem}-{k}{path.suffix}"), k + 1
+    return candidate
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
