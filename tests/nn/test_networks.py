@@ -80,3 +80,54 @@ def test_conditional_discriminator_projection_depends_on_class():
     c0 = torch.eye(3)[[0, 0, 0, 0]]
     c1 = torch.eye(3)[[1, 1, 1, 1]]
     assert not torch.allclose(D(img, c0), D(img, c1))
+
+
+def _config_f_256(**kw) -> NetworkConfig:
+    return NetworkConfig(img_resolution=256, img_channels=1, z_dim=512, w_dim=512, mapping_layers=8,
+                         channel_base=32768, channel_max=512, **kw)
+
+
+def _count(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_config_f_parameter_counts_conditional_d_has_the_official_class_mapping():
+    assert _count(Generator(_config_f_256())) == 30_028_436
+    assert _count(Discriminator(_config_f_256())) == 28_863_873
+    # Conditional (2 classes): + embedding 2 -> 512, 8 mapping layers 512 -> 512, and an output
+    # layer of cmap_dim = 512 features instead of 1: 28,863,873 + 1,536 + 8 x 262,656 - 513 + 262,656.
+    D = Discriminator(_config_f_256(c_dim=2))
+    assert _count(D) == 31_228_800
+    assert len(D.c_mapping) == 8 and _count(D.c_embed) == 2 * 512 + 512
+    # d_mapping_layers=0 is the embedding-only head of checkpoints written before the key existed.
+    assert _count(Discriminator(_config_f_256(c_dim=2, d_mapping_layers=0))) == 31_228_800 - 8 * 262_656
+
+
+def test_conditional_discriminator_mapping_equals_its_definition():
+    """Embedding (lr multiplier 1, linear), normalization, lrelu layers with lr multiplier 0.01, projection."""
+    import math
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    cfg = _cfg(32, 1, c_dim=3, d_mapping_layers=2)
+    D = Discriminator(cfg)
+    cmap_dim = cfg.channels_at(4)
+    for layer in D.c_mapping:  # non-trivial biases, so their lr multiplier matters
+        layer.bias.data.normal_(0, 10)
+    c = torch.eye(3)[[0, 1, 2, 1]]
+    x = c @ (D.c_embed.weight / math.sqrt(3)).t() + D.c_embed.bias  # embed: lr multiplier 1, linear
+    x = x / x.square().mean(1, keepdim=True).add(1e-8).sqrt()  # normalize_2nd_moment
+    for layer in D.c_mapping:  # stored weights are randn / 0.01; the used ones are 0.01 / sqrt(fan_in) of them
+        x = F.leaky_relu(x @ (layer.weight * 0.01 / math.sqrt(cmap_dim)).t() + layer.bias * 0.01, 0.2) * math.sqrt(2)
+    img = torch.randn(4, 1, 32, 32)
+    features = img
+    for block in D.blocks:
+        features = block(features)
+    ep = D.epilogue
+    h = ep.out(ep.fc(ep.conv(minibatch_stddev(features, cfg.mbstd_group_size)).flatten(1)))  # [N, cmap_dim]
+    expected = (h * x).sum(1, keepdim=True) / math.sqrt(cmap_dim)
+    torch.testing.assert_close(D(img, c), expected, rtol=1e-5, atol=1e-5)
+    assert all(layer.weight.grad is None for layer in D.c_mapping)
+    D(img, c).sum().backward()
+    assert all(layer.weight.grad.abs().sum() > 0 for layer in D.c_mapping)

@@ -4,12 +4,17 @@ A checkpoint rebuilds its generator from this dataclass alone: no Hydra, no conf
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from ..utils.serial import DictSerializable
 
 REDUCED_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16")  # Lightning precisions that autocast to 16 bits
+
+# Properties of the trained weights, not settings: a resumed run or a loaded checkpoint computes as
+# it was trained. Each with the value that checkpoints written before its key existed were trained with.
+TRAINED_PROPERTIES = {"upsample_border": "zero", "d_mapping_layers": 0}
 
 
 @dataclass
@@ -21,6 +26,7 @@ class NetworkConfig(DictSerializable):
     c_dim: int = 0  # number of classes for a conditional model; 0 = unconditional
     mapping_layers: int = 8  # depth of the mapping network
     mapping_lr_multiplier: float = 0.01  # learning-rate multiplier of the mapping network
+    d_mapping_layers: int = 8  # conditional D: layers of its class mapping network (StyleGAN2-ADA: 8); 0 = embedding only
     channel_base: int = 32768  # channels at resolution r are min(channel_base // r, channel_max)
     channel_max: int = 512  # upper bound on the channels of any layer
     conv_clamp: float | None = None  # clamp conv outputs to +-this (256 for FP16); None = off
@@ -47,6 +53,8 @@ class NetworkConfig(DictSerializable):
             raise ValueError(f"channel_base={self.channel_base} leaves no channels at {r}x{r}; use at least {r}")
         if self.num_fp16_res < 0:
             raise ValueError(f"num_fp16_res must be >= 0, got {self.num_fp16_res}")
+        if self.d_mapping_layers < 0:
+            raise ValueError(f"d_mapping_layers must be >= 0, got {self.d_mapping_layers}")
         if self.upsample_border not in ("full", "zero"):
             raise ValueError(f"upsample_border must be full or zero, got {self.upsample_border!r}")
         if self.conv_clamp is not None and not (isinstance(self.conv_clamp, (int, float)) and self.conv_clamp > 0):
@@ -54,8 +62,13 @@ class NetworkConfig(DictSerializable):
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkConfig":
-        # Checkpoints from before upsample_border computed the zero-padded way: keep their images.
-        return super().from_dict({"upsample_border": "zero", **d})
+        # A checkpoint from before a trained property's key keeps the networks it was trained with
+        # (zero-padded up-sampling; D's class embedding without a mapping network).
+        return super().from_dict({**TRAINED_PROPERTIES, **d})
+
+    def trained_like(self, saved: "NetworkConfig") -> "NetworkConfig":
+        """This config with `saved`'s TRAINED_PROPERTIES: what a run resumed from `saved`'s weights computes with."""
+        return dataclasses.replace(self, **{key: getattr(saved, key) for key in TRAINED_PROPERTIES})
 
     @property
     def resolution_log2(self) -> int:

@@ -12,6 +12,7 @@ from .mapping import normalize_2nd_moment
 from .precision import block_context, block_dtype, fp32_context
 
 SQRT_HALF = math.sqrt(0.5)
+D_MAPPING_LR_MULTIPLIER = 0.01  # of the class mapping network's layers, as in G's mapping network
 
 
 class DiscriminatorBlock(nn.Module):
@@ -118,8 +119,13 @@ class Discriminator(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         c4 = cfg.channels_at(4)
         cmap_dim = c4 if cfg.c_dim > 0 else 0
-        # Conditioning (projection discriminator): the class is embedded and mapped to cmap.
+        # Conditioning (projection discriminator): the one-hot class is embedded, normalized and
+        # mapped to cmap by a mapping network like G's (StyleGAN2-ADA), without a tracked average.
         self.c_embed = EqualizedLinear(cfg.c_dim, cmap_dim) if cfg.c_dim > 0 else None
+        self.c_mapping = nn.Sequential(*(
+            EqualizedLinear(cmap_dim, cmap_dim, activation="lrelu", lr_multiplier=D_MAPPING_LR_MULTIPLIER)
+            for _ in range(cfg.d_mapping_layers if cfg.c_dim > 0 else 0)
+        ))  # [N, cmap_dim] -> [N, cmap_dim]; empty if unconditional or d_mapping_layers=0 (older checkpoints)
         self.epilogue = DiscriminatorEpilogue(c4, cmap_dim, cfg.mbstd_group_size, cfg.mbstd_num_channels, cfg.conv_clamp,
                                               cfg.fused_bias_act)
 
@@ -132,5 +138,5 @@ class Discriminator(nn.Module):
             if c is None:
                 raise ValueError("this discriminator is conditional: pass class labels c")
             with fp32_context(img.device.type):  # projection conditioning in FP32
-                cmap = normalize_2nd_moment(self.c_embed(c.float()))  # [N, cmap_dim]
+                cmap = self.c_mapping(normalize_2nd_moment(self.c_embed(c.float())))  # [N, cmap_dim]
         return self.epilogue(x, cmap)
