@@ -62,6 +62,48 @@ def test_paper_and_base_sizes_are_the_official_ones():
     assert abs(g - 30.0) < 0.1 and abs(d - 28.9) < 0.1  # the official figures, shared/anchors.md
 
 
+@pytest.mark.parametrize("batch, gamma, ema", [(32, 0.4096, 10.0), (64, 0.2048, 20.0)])
+def test_r1_gamma_and_ema_kimg_auto_are_the_official_heuristics(batch, gamma, ema):
+    # StyleGAN2-ADA auto: gamma = 0.0002 R^2 / batch, EMA half-life = batch * 10 / 32 kimg (global batch).
+    for model in ("base", "small"):
+        cfg = compose([f"model={model}", "resolution=256", f"batch_size={batch}", "run_dir=/tmp/x"])
+        assert (cfg.model.r1_gamma, cfg.model.ema_kimg) == ("auto", "auto")
+        tc = build_configs(cfg)[1]
+        assert tc.r1_gamma == pytest.approx(gamma, rel=1e-12) and tc.ema_kimg == pytest.approx(ema, rel=1e-12)
+    cfg = compose(["model=paper", "resolution=256", f"batch_size={batch}", "model.r1_gamma=auto",
+                   "model.ema_kimg=auto", "run_dir=/tmp/x"])
+    tc = build_configs(cfg)[1]
+    assert tc.r1_gamma == pytest.approx(gamma, rel=1e-12) and tc.ema_kimg == pytest.approx(ema, rel=1e-12)
+
+
+def test_model_presets_follow_their_recipes():
+    paper_cfg = compose(["model=paper", "resolution=256", "run_dir=/tmp/x"])
+    net, tc = build_configs(paper_cfg)
+    # config F (--cfg=stylegan2): gamma 10, EMA 10 kimg without ramp-up, lr 0.002, 8 mapping layers.
+    assert (tc.r1_gamma, tc.ema_kimg, tc.ema_rampup, tc.lr_g, tc.lr_d) == (10.0, 10.0, None, 0.002, 0.002)
+    assert (net.mapping_layers, net.d_mapping_layers, net.channel_base, net.mbstd_group_size) == (8, 8, 32768, 4)
+    # auto below 512 px: half width, 2 mapping layers, lr 0.0025, ramp-up 0.05.
+    net, tc = build_configs(compose(["model=base", "resolution=256", "run_dir=/tmp/x"]))
+    assert (tc.ema_rampup, tc.lr_g, tc.lr_d, net.mapping_layers, net.channel_base) == (0.05, 0.0025, 0.0025, 2, 16384)
+    for model in MODELS:  # every preset shares the regularization and optimizer settings of the recipes
+        tc = build_configs(compose([f"model={model}", "run_dir=/tmp/x"]))[1]
+        assert (tc.pl_weight, tc.pl_decay, tc.pl_batch_shrink, tc.style_mixing) == (2.0, 0.01, 2, 0.9), model
+        assert (tc.r1_interval, tc.pl_interval, tc.beta1, tc.beta2) == (16, 4, 0.0, 0.99), model
+    # The CPU preset (small at 64 px, batch 16) resolves the heuristics for its own batch.
+    tc = build_configs(compose(["trainer=cpu", "run_dir=/tmp/x"]))[1]
+    assert tc.r1_gamma == pytest.approx(0.0002 * 64**2 / 16) and tc.ema_kimg == 5.0
+
+
+@pytest.mark.parametrize("key", ["r1_gamma", "ema_kimg"])
+def test_r1_gamma_and_ema_kimg_take_auto_or_a_number(key):
+    tc = build_configs(compose(["model=base", f"model.{key}=2", "run_dir=/tmp/x"]))[1]
+    assert getattr(tc, key) == 2.0 and isinstance(getattr(tc, key), float)
+    for bad in ("sometimes", "true", "-1"):
+        with pytest.raises(ValueError, match=f"^model.{key}=") as err:
+            build_configs(compose(["model=base", f"model.{key}={bad}", "run_dir=/tmp/x"]))
+        assert "\n" not in str(err.value) and "auto" in str(err.value)
+
+
 def test_cpu_preset_and_command_line_precedence():
     cpu = compose(["trainer=cpu", "run_dir=/tmp/x"])
     assert (cpu.model.channel_base, cpu.resolution, cpu.trainer.accelerator) == (4096, 64, "cpu")

@@ -89,7 +89,10 @@ def conditioning_classes(conditional, num_classes: int) -> int:
 
 
 def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -> tuple[NetworkConfig, TrainConfig]:
-    """The typed configs of a run; `precision` (the trainer's) resolves model.conv_clamp=auto."""
+    """The typed configs of a run; `precision` (the trainer's) resolves model.conv_clamp=auto.
+
+    model.r1_gamma=auto and model.ema_kimg=auto resolve from the resolution and the global batch.
+    """
     m, aug = cfg.model, cfg.augment
     num_fp16_res = int(m.get("num_fp16_res", 4))
     net = NetworkConfig(
@@ -99,6 +102,7 @@ def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -
         w_dim=m.w_dim,
         c_dim=c_dim,
         mapping_layers=m.mapping_layers,
+        d_mapping_layers=int(m.d_mapping_layers),
         channel_base=m.channel_base,
         channel_max=m.channel_max,
         conv_clamp=NetworkConfig.resolve_conv_clamp(m.conv_clamp, precision, num_fp16_res),
@@ -114,14 +118,14 @@ def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -
         total_kimg=cfg.kimg,
         lr_g=m.lr_g,
         lr_d=m.lr_d,
-        r1_gamma=m.r1_gamma,
+        r1_gamma=TrainConfig.resolve_r1_gamma(m.r1_gamma, cfg.resolution, cfg.batch_size),
         r1_interval=m.r1_interval,
         pl_weight=m.pl_weight,
         pl_interval=m.pl_interval,
         pl_decay=m.pl_decay,
         pl_batch_shrink=m.pl_batch_shrink,
         style_mixing=m.style_mixing,
-        ema_kimg=m.ema_kimg,
+        ema_kimg=TrainConfig.resolve_ema_kimg(m.ema_kimg, cfg.batch_size),
         ema_rampup=m.ema_rampup,
         augment=aug.mode,
         augment_p=aug.p,
@@ -345,8 +349,8 @@ def train(cfg: DictConfig) -> Path:
     dm, net, train_cfg = data_and_configs(cfg, trainer.world_size, run_dir if trainer.is_global_zero else None)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True) if ckpt_path else None
     if state is not None:
-        # A property of the trained weights, not a setting: a resumed run computes as it was trained.
-        net.upsample_border = NetworkConfig.from_dict(state["hyper_parameters"]["net"]).upsample_border
+        # Properties of the trained weights, not settings: a resumed run computes as it was trained.
+        net = net.trained_like(NetworkConfig.from_dict(state["hyper_parameters"]["net"]))
     module = StyleGAN2Module(net, train_cfg, dm.data_info())
     module.run_config = run_config  # saved in checkpoints: a requeued job checks it is the same run
     if state is not None:
