@@ -3,21 +3,45 @@
 Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data" (arXiv 2006.06676).
 Every image the discriminator sees (real and generated) goes through `AugmentPipe`; each transform
 is applied to each sample independently with probability `p`, and `ada_adjust` moves `p` so that
-the overfitting heuristic r_t = E[sign(D(real))] stays near a target (0.6 in the paper).
+the overfitting heuristic r_t = E[sign(D(real))] stays near a target (0.6 in the paper). The x-flip,
+once applied, flips or not by a fair coin (as in the paper's pipeline): a sample is mirrored with
+probability p / 2.
 
 Only transforms that make sense for MRI are offered: left-right flip, integer translation,
 isotropic scaling, small rotation (geometric), then brightness and contrast (intensity). No
 90-degree rotations, no luma flip, no hue/saturation: intensities mean something and are grayscale.
+Contrast scales about each image's mean, where the paper's pipeline scales about 0: the mean
+intensity stays put, so contrast is independent of brightness (which alone moves the mean), and
+the black background at -1 moves less. For a mid-brain slice (mean about -0.56) and one std of
+the factor, c = 2**0.5, the background goes to -0.56 + 1.41 * (-0.44) = -1.18 here and to -1.41
+about 0: a shift of (1 - c)(1 + mean) instead of (1 - c), 0.44 times as large.
 
-Leaking and anti-aliasing. The paper shows that an augmentation does not leak into the generator as
-long as it is an invertible transformation of probability distributions; applying it with
-probability p < 1 makes every transform here invertible, and in practice p below ~0.8 is safe.
-The paper's pipeline additionally supersamples geometric transforms with a wavelet filter so the
-discriminator never sees aliasing. We deliberately use one plain bilinear `grid_sample` instead:
-flips and integer translations are exact pixel copies (no interpolation at all), and scales stay
-near 1 (std 0.2 in log2) with rotations of a few degrees, so the only artefact is the mild blur of
-bilinear interpolation, applied with probability p < 1 and therefore not something G can gain by
-copying. If larger scale/rotation strengths are used, add supersampling here first.
+Leaking. An augmentation does not leak into G if, as an operator on probability distributions,
+it is invertible: D then only ever compares augmented reals with augmented fakes, and the one way
+for G to match those is to match the clean distributions. A random transform T applied with
+probability q is the operator (1 - q) I + q K, where K averages over T's random parameter; at
+each frequency w of the group T moves along, it multiplies by (1 - q) + q K_hat(w), K_hat being
+the characteristic function of the parameter's distribution. So it is invertible (non-leaking)
+iff (1 - q) + q K_hat(w) != 0 for every w, and the whole pipe, a composition, iff each transform is:
+
+- x-flip, a group of two elements: eigenvalues 1 and 1 - 2q. With q = p / 2 that is 1 - p > 0
+  for every p < 1. Flipping with probability q = p instead would leak at p = 0.5, where D cannot
+  tell an image from its mirror and G may learn mirrored anatomy.
+- scale (log2-normal), brightness (normal), contrast (log2-normal): Gaussian in their group's
+  coordinate (log factor, offset), so K_hat = exp(-sigma^2 w^2 / 2) > 0: safe for every p < 1.
+- integer translation and rotation, uniform in a symmetric range: K_hat is sinc-like, with a
+  minimum of about -0.217 (sin(x) / x at x = 4.49) whatever the range, so they are invertible
+  only while p < 1 / 1.217 = 0.82. This is the paper's empirical "p below ~0.8 is safe"; the
+  controller may take p higher on very small data sets, where translations and rotations can
+  then start to leak (watch ADA/p).
+
+Anti-aliasing. The paper's pipeline additionally supersamples geometric transforms with a wavelet
+filter so the discriminator never sees aliasing. We deliberately use one plain bilinear
+`grid_sample` instead: flips and integer translations are exact pixel copies (no interpolation at
+all), and scales stay near 1 (std 0.2 in log2) with rotations of a few degrees, so the only
+artefact is the mild blur of bilinear interpolation, applied with probability p < 1 and therefore
+not something G can gain by copying. If larger scale/rotation strengths are used, add
+supersampling here first.
 """
 from __future__ import annotations
 
@@ -35,7 +59,7 @@ class AugmentPipe(nn.Module):
 
     def __init__(
         self,
-        xflip: bool = True,  # left-right flip (the brain is roughly symmetric); False = off
+        xflip: bool = True,  # left-right flip (the brain is roughly symmetric), mirrors with probability p / 2; False = off
         translate: float = 0.125,  # integer translation: max |shift| as a fraction of H and W, uniform, rounded to pixels; 0 = off
         scale: float = 0.2,  # isotropic scaling: std of log2(scale factor), log2-normal; 0 = off
         rotate_deg: float = 10.0,  # rotation about the centre: uniform in [-deg, +deg] degrees; 0 = off
@@ -126,8 +150,8 @@ class AugmentPipe(nn.Module):
         one = torch.ones(n, device=device)  # [N] float32
         zero = torch.zeros(n, device=device)
         f = one  # x-flip sign
-        if self.xflip:
-            f = torch.where(_coin(n, p, device), -one, one)
+        if self.xflip:  # applied with probability p, then a fair coin: mirrored with probability p / 2 (non-leaking, see above)
+            f = torch.where(_coin(n, p, device) & _coin(n, 0.5, device), -one, one)
         tx, ty = zero, zero  # content shift in whole pixels
         if self.translate > 0:
             on = _coin(n, p, device)
