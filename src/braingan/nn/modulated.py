@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from .layers import blur2d, upsample2d
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)  # 16-bit dtypes: the modulated kernel is pre-normalized in FP32 first
+
 
 def demodulation_coefficients(
     weight: torch.Tensor,  # [Cout, Cin, k, k]
@@ -96,16 +98,17 @@ def modulated_conv2d(
     convolution and the outputs after it, which avoids grouped convolutions (faster in
     training on most GPUs). Demodulation, bias and gain cost one fused multiply-add.
 
-    Computes in x's dtype, or in the autocast dtype while autocast is on. In 16 bits the
-    demodulated kernel and styles are pre-normalized in FP32 first (`prenormalize`), and the
-    demodulation coefficients always come from FP32.
+    Computes in x's dtype, or in the autocast dtype while autocast is on. In 16 bits (FP16,
+    BF16) the demodulated kernel and styles are pre-normalized in FP32 first (`prenormalize`);
+    FP32 and FP64 compute the definition directly. The demodulation coefficients come from FP32
+    or wider (FP64 for FP64).
     """
     n, cin, h, w_ = x.shape
     cout, _, kh, kw = weight.shape
     dev = x.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     x = x.to(dtype)
-    if demodulate and dtype != torch.float32:
+    if demodulate and dtype in HALF_DTYPES:  # FP32 and FP64 compute as defined, in their own precision
         with torch.autocast(device_type=dev, enabled=False):
             weight, styles = prenormalize(weight.float(), styles.float())
     weight = weight.to(dtype)
