@@ -41,3 +41,81 @@ def tiny_overrides(tmp_path: Path, data_root: Path, kimg: float, dataset: str = 
         o["dataset.demo_subjects"] = DEMO_SUBJECTS
     o.update(extra)
     return [f"{k}={v}" for k, v in o.items()]
+
+
+def run_tool(tool: str, args: list[str], cwd: Path | str = REPO, timeout: int = 600, env: dict | None = None):
+    """`python -m braingan.<tool> <args>` as a user runs it; the CompletedProcess (text)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", f"braingan.{tool}", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below `folder` by relative path (hidden ones included): any change, addition or removal shows."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def without(overrides: list[str], *keys: str) -> list[str]:
+    """The overrides minus those of `keys`."""
+    return [o for o in overrides if o.split("=")[0] not in keys]
+
+
+class tmpfs:
+    """A small tmpfs mounted at `path` for a disk-full or read-only file system (needs root and CAP_SYS_ADMIN).
+
+    Where mounting is not allowed the test is skipped, except under CI (CI=true), where it fails.
+    """
+
+    def __init__(self, path: Path, size: str, read_only: bool = False):
+        self.path, self.size, self.read_only = Path(path), size, read_only
+
+    def _mount(self, *args: str) -> None:
+        import os
+        import subprocess
+
+        import pytest
+
+        proc = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if proc.returncode != 0:
+            message = f"cannot mount a tmpfs here ({proc.stderr.strip()})"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+
+    def __enter__(self) -> "tmpfs":
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._mount("-t", "tmpfs", "-o", f"size={self.size},mode=0755", "tmpfs", str(self.path))
+        if self.read_only:
+            self.remount(read_only=True)
+        return self
+
+    def remount(self, size: str | None = None, read_only: bool = False) -> None:
+        """Grow (size=...) or freeze (read_only=True) the mounted file system in place."""
+        options = ["remount", "ro" if read_only else "rw"] + ([f"size={size}"] if size else [])
+        self._mount("-o", ",".join(options), str(self.path))
+
+    def __exit__(self, *exc) -> None:
+        import subprocess
+
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+def one_line_exit(run, tool: str) -> str:
+    """Calls run() (an entry point's main, in this process), which must exit with code 2 and one line on stderr; the line."""
+    import contextlib
+    import io
+
+    import pytest
+
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as info, contextlib.redirect_stderr(err):
+        run()
+    message = err.getvalue().strip()
+    assert info.value.code == 2, message
+    assert message.startswith(f"{tool}: ") and "\n" not in message, message
+    return message

@@ -18,7 +18,7 @@ from braingan.utils.animation import interpolation_path, lerp, slerp
 from braingan.train import train
 
 from mri_fixtures import write_adni
-from runhelpers import compose, tiny_overrides
+from runhelpers import compose, one_line_exit, tiny_overrides
 
 W, H = 256, 240  # ADNI's native size (the fixture writes 256 x 240 JPEGs); the model is 32 x 32
 
@@ -48,11 +48,7 @@ def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def main_error(args: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
-    with pytest.raises(SystemExit) as info:
-        run_main(args, monkeypatch)
-    message = str(info.value.code)
-    assert message.startswith("generate: ") and "\n" not in message
-    return message
+    return one_line_exit(lambda: run_main(args, monkeypatch), "generate")
 
 
 def pixels(path: Path, frame: int = 0) -> np.ndarray:

@@ -18,7 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 from braingan import plots as plots_module
 from braingan.train import train
 
-from runhelpers import compose, tiny_overrides
+from runhelpers import compose, one_line_exit, tiny_overrides
 
 # What the files are named after, per tag prefix (the contract of `make plots`).
 STEMS = {"Loss": "losses", "D": "d_outputs", "ADA": "ada", "Speed": "speed", "Metrics": "metrics", "Progress": "progress"}
@@ -52,11 +52,7 @@ def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def main_error(args: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
-    with pytest.raises(SystemExit) as info:
-        run_main(args, monkeypatch)
-    message = str(info.value.code)
-    assert message.startswith("plots: ") and "\n" not in message
-    return message
+    return one_line_exit(lambda: run_main(args, monkeypatch), "plots")
 
 
 def test_one_png_per_group_of_logged_tags(run: Path, monkeypatch) -> None:

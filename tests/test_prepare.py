@@ -19,7 +19,7 @@ from braingan.data.layouts import OASIS_NAME, DatasetError, discover
 from braingan.data.splits import check_no_leak
 from braingan.prepare import prepare
 
-from runhelpers import REPO
+from runhelpers import REPO, one_line_exit
 
 SHAPE = (40, 48, 36)  # [X, Y, Z] voxels of the phantom in RAS+: x -> right, y -> anterior, z -> up
 SPLITS = ("train", "validate", "test")
@@ -85,11 +85,7 @@ def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
 
 def main_error(args: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
     """The one-line message the entry point exits with."""
-    with pytest.raises(SystemExit) as info:
-        run_main(args, monkeypatch)
-    message = str(info.value.code)
-    assert message.startswith("prepare: ") and "\n" not in message
-    return message
+    return one_line_exit(lambda: run_main(args, monkeypatch), "prepare")
 
 
 def read_csv(output: Path) -> list[dict]:

@@ -16,6 +16,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from . import cli
 from .checkpoint import load_generator
 from .conf_utils import CONF_DIR, resolve_ckpt
 from .metrics.audit import data_copying_audit
@@ -23,6 +24,7 @@ from .metrics.features import extract_features
 from .metrics.inception import InceptionFeatures
 from .metrics.sources import checkpoint_facts, generated_batches, real_set, sample_labels
 from .utils.images import save_grid
+from .utils.errors import UsageError
 from .utils.device import resolve_device
 from .utils.io import atomic_path
 
@@ -53,7 +55,7 @@ def audit(
     train = real_set(run_dir, "train", splits, resolution, fit, net, cache, batch_size, progress, channels)
     held = real_set(run_dir, "heldout", splits, resolution, fit, net, cache, batch_size, progress, channels)
     if train is None or held is None:
-        raise ValueError("the audit needs training and held-out subjects' slices in the run's manifest")
+        raise UsageError("the audit needs training and held-out subjects' slices in the run's manifest")
     G = load_generator(ckpt).to(dev)
     labels = sample_labels(train["labels"], num_gen, max(G.c_dim, 1), seed)
     if generator is None:
@@ -90,8 +92,9 @@ def audit(
 
 @hydra.main(config_path=str(CONF_DIR), config_name="audit", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    s = audit(resolve_ckpt(cfg.ckpt), cfg.num_gen, cfg.percentile, cfg.truncation_psi, cfg.seed,
-              cfg.batch_size, cfg.device, cfg.extractor, cfg.num_pairs, cfg.cache_dir, cfg.out, cfg.progress)
+    with cli.user_errors("audit"):
+        s = audit(resolve_ckpt(cfg.ckpt), cfg.num_gen, cfg.percentile, cfg.truncation_psi, cfg.seed,
+                  cfg.batch_size, cfg.device, cfg.extractor, cfg.num_pairs, cfg.cache_dir, cfg.out, cfg.progress)
     print(f"near copies: {s['near_copy_fraction']:.1%} of {s['num_generated']} generated slices "
           f"(held-out baseline {s['heldout_baseline_fraction']:.1%}; thresholds: cosine {s['feature_threshold']:.4f}, "
           f"pixel correlation {s['pixel_threshold']:.4f})")
@@ -102,7 +105,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _hydra_main()
+    cli.hydra_entry("audit", "audit", _hydra_main)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from . import cli
 from .conf_utils import CONF_DIR, insert_overrides, normalize_overrides, register_resolvers
 from .metrics.features import extract_features
 from .metrics.inception import InceptionFeatures
@@ -51,6 +52,7 @@ from .train import (
     trainer_settings,
 )
 from .training.module import StyleGAN2Module
+from .utils.errors import UsageError
 from .utils.io import atomic_path, unused_path
 
 register_resolvers()
@@ -163,7 +165,7 @@ def measure_training(cfg: DictConfig, warmup: int, steps: int) -> tuple[StyleGAN
     """The real training path for warmup + steps (rounded) steps; returns the module, clock and config facts."""
     t = cfg.trainer
     if requested_processes(t) > 1:
-        raise ValueError("make bench measures one process: use trainer.devices=1 trainer.num_nodes=1")
+        raise UsageError("make bench measures one process: use trainer.devices=1 trainer.num_nodes=1")
     set_backends(t)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, net, train_cfg = data_and_configs(cfg)  # no manifest.csv: nothing is written
@@ -276,7 +278,7 @@ def bench(cfg: DictConfig, model_name: str | None = None) -> dict:
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # G_ema stays in eval mode
     b = cfg.bench
     if int(b.warmup) < 1 or int(b.steps) < 1:
-        raise ValueError(f"bench.warmup={b.warmup} and bench.steps={b.steps} must be at least 1")
+        raise UsageError(f"bench.warmup={b.warmup} and bench.steps={b.steps} must be at least 1")
     started = time.time()
     module, clock, facts = measure_training(cfg, int(b.warmup), int(b.steps))
     device = clock.device
@@ -378,7 +380,8 @@ def format_table(r: dict) -> str:
 @hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     choices = HydraConfig.get().runtime.choices
-    result = bench(cfg, model_name=choices.get("model"))
+    with cli.user_errors("bench"):
+        result = bench(cfg, model_name=choices.get("model"))
     print(format_table(result))
     print(f"wrote {result['json']}")
 
@@ -399,8 +402,8 @@ def with_defaults(args: list[str], cuda: bool, cpu_defaults: dict[str, str] | No
 
 
 def main() -> None:
-    sys.argv = sys.argv[:1] + with_defaults(normalize_overrides(sys.argv[1:]), torch.cuda.is_available())
-    _hydra_main()
+    args = with_defaults(normalize_overrides(sys.argv[1:]), torch.cuda.is_available())
+    cli.hydra_entry("bench", "bench", _hydra_main, args)
 
 
 if __name__ == "__main__":

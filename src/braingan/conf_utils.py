@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from .utils.errors import MissingFileError, UsageError
 from .utils.slurm import slurm_job_id
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -31,7 +32,7 @@ def newest_last_checkpoint(root: str | Path = "outputs") -> Path:
     """The most recently written last.ckpt below `root`."""
     found = sorted(Path(root).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"resume=last: no checkpoints/last.ckpt found under {Path(root).resolve()}")
+        raise MissingFileError(f"resume=last: no checkpoints/last.ckpt found under {Path(root).resolve()}")
     return found[-1]
 
 
@@ -43,7 +44,7 @@ def resolve_resume(resume: str | None, outputs_root: str | Path = "outputs") -> 
         return newest_last_checkpoint(outputs_root)
     path = Path(str(resume)).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"resume={resume}: no such checkpoint file")
+        raise MissingFileError(f"resume={resume}: no such checkpoint file")
     return path
 
 
@@ -53,12 +54,12 @@ def resolve_ckpt(ckpt: str | None, outputs_root: str | Path = "outputs") -> Path
         try:
             return newest_last_checkpoint(outputs_root)
         except FileNotFoundError:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"ckpt=last: no {outputs_root}/**/checkpoints/last.ckpt under {Path.cwd()}; pass ckpt=<file>"
             ) from None
     path = Path(str(ckpt)).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt={ckpt}: no such checkpoint file")
+        raise MissingFileError(f"ckpt={ckpt}: no such checkpoint file")
     return path
 
 
@@ -107,7 +108,7 @@ def slurm_gpus(accelerator, devices) -> int:
         return devices
     if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
         return len(devices)
-    raise ValueError(f"trainer.devices={devices}: give the number of GPUs per node for SLURM")
+    raise UsageError(f"trainer.devices={devices}: give the number of GPUs per node for SLURM")
 
 
 def slurm_run_dir(default: str) -> str:

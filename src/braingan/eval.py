@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from . import cli
 from .checkpoint import load_generator
 from .conf_utils import CONF_DIR, resolve_ckpt
 from .metrics.features import extract_features
@@ -30,6 +31,7 @@ from .metrics.inception import InceptionFeatures
 from .metrics.kid import kernel_inception_distance
 from .metrics.precision_recall import precision_recall
 from .metrics.sources import checkpoint_facts, generated_batches, real_set, sample_labels
+from .utils.errors import UsageError
 from .utils.device import resolve_device
 from .utils.io import atomic_path
 
@@ -97,7 +99,7 @@ def evaluate(
 
     real_feat, real_lab, real_cached = real_features(real)
     if real_feat is None:
-        raise ValueError(f"eval.real={real}: the run's manifest lists fewer than 2 such slices")
+        raise UsageError(f"eval.real={real}: the run's manifest lists fewer than 2 such slices")
     num_classes = len(class_names) if G.c_dim > 0 else 1
     gen_lab = sample_labels(real_lab, num_gen, num_classes, seed)
     fake_feat = extract_features(
@@ -168,17 +170,18 @@ def format_table(result: dict) -> str:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    ckpt = resolve_ckpt(cfg.ckpt)
-    result = evaluate(
-        ckpt, cfg.num_gen, cfg.real, cfg.floor, cfg.per_class, cfg.truncation_psi, cfg.seed, cfg.batch_size,
-        cfg.device, cfg.extractor, cfg.pr_k, cfg.kid_subsets, cfg.cache_dir, cfg.out, cfg.progress,
-    )
+    with cli.user_errors("eval"):
+        ckpt = resolve_ckpt(cfg.ckpt)
+        result = evaluate(
+            ckpt, cfg.num_gen, cfg.real, cfg.floor, cfg.per_class, cfg.truncation_psi, cfg.seed, cfg.batch_size,
+            cfg.device, cfg.extractor, cfg.pr_k, cfg.kid_subsets, cfg.cache_dir, cfg.out, cfg.progress,
+        )
     print(format_table(result))
     print(f"wrote {result['settings']['metrics_json']}")
 
 
 def main() -> None:
-    _hydra_main()
+    cli.hydra_entry("eval", "eval", _hydra_main)
 
 
 if __name__ == "__main__":

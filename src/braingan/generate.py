@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +35,11 @@ from tqdm import tqdm
 
 from .checkpoint import load_data_info, load_generator
 from .utils.device import resolve_device
-from . import conf_utils
+from . import cli, conf_utils
 from .conf_utils import CONF_DIR
 from .data.fit import Geometry
 from .nn.synthesis import Generator
+from .utils.errors import UsageError
 from .utils.animation import interpolation_path, mp4_writer_available, save_gif, save_mp4
 from .utils.images import save_image, to_uint8
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 MODES = ("images", "grid", "interp", "mixing", "embedding")
 
 
-class GenerateError(ValueError):
+class GenerateError(UsageError):
     """A usage problem, reported in one line."""
 
 
@@ -394,14 +394,12 @@ def generate_from_config(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="generate", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
+    with cli.user_errors("generate"):
         generate_from_config(cfg)
-    except GenerateError as error:  # a usage problem: one line, no traceback
-        sys.exit(f"generate: {error}")
 
 
 def main() -> None:
-    _hydra_main()
+    cli.hydra_entry("generate", "generate", _hydra_main)
 
 
 if __name__ == "__main__":

@@ -44,9 +44,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .bench import _sig, with_defaults
+from . import cli
 from .conf_utils import CONF_DIR, normalize_overrides, register_resolvers
 from .plots import _figure, _save, event_dir, read_scalars, smooth
 from .train import build_configs, requested_processes, train
+from .utils.errors import UsageError
 from .utils.io import atomic_path, unused_path
 
 register_resolvers()
@@ -174,13 +176,13 @@ def guard(cfg: DictConfig, model_name: str | None = None) -> dict:
     """Trains the plain and the optimized run, compares their curves, writes the PNG and the JSON."""
     g = cfg.guard
     if float(g.kimg) <= 0:
-        raise ValueError(f"guard.kimg={g.kimg} must be positive")
+        raise UsageError(f"guard.kimg={g.kimg} must be positive")
     if requested_processes(cfg.trainer) > 1:
-        raise ValueError("make guard trains in one process: use trainer.devices=1 trainer.num_nodes=1")
+        raise UsageError("make guard trains in one process: use trainer.devices=1 trainer.num_nodes=1")
     out = Path(str(g.out)).expanduser() if g.out else default_out()
     taken = [str(out / n) for n in RUNS if (out / n).exists()]
     if taken:
-        raise ValueError(f"guard.out={out} already holds {', '.join(taken)}: choose another folder")
+        raise UsageError(f"guard.out={out} already holds {', '.join(taken)}: choose another folder")
     speeds = {"plain": OmegaConf.merge(cfg.speed, g.plain), "optimized": cfg.speed}
     accelerator = str(cfg.trainer.accelerator)
     runs: dict[str, dict] = {}
@@ -209,7 +211,7 @@ def guard(cfg: DictConfig, model_name: str | None = None) -> dict:
     tags = [str(t) for t in g.tags]
     missing = [f"{t} ({n})" for t in tags for n in RUNS if t not in scalars[n]]
     if missing:
-        raise ValueError(f"guard.tags: not logged by the runs: {', '.join(missing)}")
+        raise UsageError(f"guard.tags: not logged by the runs: {', '.join(missing)}")
     smoothing = float(g.smoothing)
     stats = {t: compare_curves(scalars["plain"][t], scalars["optimized"][t], smoothing) for t in tags}
     plot_overlay(scalars, tags, stats, out / "guard.png", smoothing)
@@ -261,14 +263,15 @@ def format_table(r: dict) -> str:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="guard", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    result = guard(cfg, model_name=HydraConfig.get().runtime.choices.get("model"))
+    with cli.user_errors("guard"):
+        result = guard(cfg, model_name=HydraConfig.get().runtime.choices.get("model"))
     print(format_table(result))
     print(f"wrote {result['json']} and {result['png']}")
 
 
 def main() -> None:
-    sys.argv = sys.argv[:1] + with_defaults(normalize_overrides(sys.argv[1:]), torch.cuda.is_available(), CPU_DEFAULTS)
-    _hydra_main()
+    args = with_defaults(normalize_overrides(sys.argv[1:]), torch.cuda.is_available(), CPU_DEFAULTS)
+    cli.hydra_entry("guard", "guard", _hydra_main, args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +28,9 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from . import cli
 from .conf_utils import CONF_DIR
+from .utils.errors import UsageError
 from .utils.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ FIRST = ("Loss/G", "Loss/D", "Loss/r1_penalty", "Loss/path_length", "D/real", "D
 EVENTS = "events.out.tfevents.*"
 
 
-class PlotsError(ValueError):
+class PlotsError(UsageError):
     """A usage problem, reported in one line."""
 
 
@@ -221,14 +222,12 @@ def plots(
 
 @hydra.main(config_path=str(CONF_DIR), config_name="plots", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
+    with cli.user_errors("plots"):
         plots(run=cfg.run, out=cfg.out, smoothing=float(cfg.smoothing), dpi=int(cfg.dpi))
-    except PlotsError as error:  # a usage problem: one line, no traceback
-        sys.exit(f"plots: {error}")
 
 
 def main() -> None:
-    _hydra_main()
+    cli.hydra_entry("plots", "plots", _hydra_main)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
+from . import cli
 from .conf_utils import CONF_DIR
 from .data.layouts import OASIS_SPLITS, DatasetError
 from .data.splits import split_subjects
@@ -251,14 +251,12 @@ def prepare_from_config(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="prepare", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
+    with cli.user_errors("prepare"):
         prepare_from_config(cfg)
-    except DatasetError as error:  # a usage problem: one line, no traceback
-        sys.exit(f"prepare: {error}")
 
 
 def main() -> None:
-    _hydra_main()
+    cli.hydra_entry("prepare", "prepare", _hydra_main)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .utils.errors import UsageError
 from .utils.io import atomic_path
 
 CSV_NAME = "sweep_report.csv"
@@ -39,7 +40,7 @@ QUEUE_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED",
 QUEUE_WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 
 
-class SweepReportError(ValueError):
+class SweepReportError(UsageError):
     """A usage problem, reported in one line."""
 
 

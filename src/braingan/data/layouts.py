@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from braingan.utils.errors import UsageError
 from braingan.utils.io import walk_visible
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -45,7 +46,7 @@ ADNI_HINT = "(ADNI layout: <split>/<class>/<subject>_<slice>.jpeg)"
 FOLDER_HINT = "(folder layout: .png/.jpg/.jpeg/.tif/.tiff/.bmp images, searched recursively)"
 
 
-class DatasetError(ValueError):
+class DatasetError(UsageError):
     """The dataset configuration or files are unusable; the message says how to fix it."""
 
 

@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils.errors import UsageError
+
 P_MAX = 1.0 - 2.0**-24  # largest float32 below 1: `ada_adjust` keeps p in [0, 1) even after float32 storage
 
 
@@ -70,7 +72,7 @@ class AugmentPipe(nn.Module):
         super().__init__()
         for name, value in dict(translate=translate, scale=scale, rotate_deg=rotate_deg, brightness=brightness, contrast=contrast).items():
             if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+                raise UsageError(f"{name} must be >= 0, got {value}")
         self.xflip = bool(xflip)
         self.translate = float(translate)
         self.scale = float(scale)
@@ -84,7 +86,7 @@ class AugmentPipe(nn.Module):
         """Sets the augmentation probability in place (keeps the buffer's device and dtype)."""
         p = float(p)
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p}")
+            raise UsageError(f"p must be in [0, 1], got {p}")
         self.p.fill_(p)
 
     def _apply(self, fn, *args, **kwargs):

@@ -8,6 +8,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ..utils.errors import UsageError
 from ..utils.serial import DictSerializable
 
 REDUCED_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16")  # Lightning precisions that autocast to 16 bits
@@ -46,19 +47,19 @@ class NetworkConfig(DictSerializable):
     def __post_init__(self) -> None:
         r = self.img_resolution
         if r < 4 or 2 ** int(round(math.log2(r))) != r:
-            raise ValueError(f"img_resolution must be a power of two, got {r}")
+            raise UsageError(f"img_resolution must be a power of two, got {r}")
         if self.img_channels not in (1, 3):
-            raise ValueError(f"img_channels must be 1 or 3, got {self.img_channels}")
+            raise UsageError(f"img_channels must be 1 or 3, got {self.img_channels}")
         if self.channel_base // r < 1:
-            raise ValueError(f"channel_base={self.channel_base} leaves no channels at {r}x{r}; use at least {r}")
+            raise UsageError(f"channel_base={self.channel_base} leaves no channels at {r}x{r}; use at least {r}")
         if self.num_fp16_res < 0:
-            raise ValueError(f"num_fp16_res must be >= 0, got {self.num_fp16_res}")
+            raise UsageError(f"num_fp16_res must be >= 0, got {self.num_fp16_res}")
         if self.d_mapping_layers < 0:
-            raise ValueError(f"d_mapping_layers must be >= 0, got {self.d_mapping_layers}")
+            raise UsageError(f"d_mapping_layers must be >= 0, got {self.d_mapping_layers}")
         if self.upsample_border not in ("full", "zero"):
-            raise ValueError(f"upsample_border must be full or zero, got {self.upsample_border!r}")
+            raise UsageError(f"upsample_border must be full or zero, got {self.upsample_border!r}")
         if self.conv_clamp is not None and not (isinstance(self.conv_clamp, (int, float)) and self.conv_clamp > 0):
-            raise ValueError(f"conv_clamp must be a positive number or None, got {self.conv_clamp!r}")
+            raise UsageError(f"conv_clamp must be a positive number or None, got {self.conv_clamp!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkConfig":
@@ -102,7 +103,7 @@ class NetworkConfig(DictSerializable):
         try:
             return float(setting)
         except (TypeError, ValueError):
-            raise ValueError(f"conv_clamp={setting!r} must be auto, null or a number") from None
+            raise UsageError(f"conv_clamp={setting!r} must be auto, null or a number") from None
 
     @property
     def num_ws(self) -> int:

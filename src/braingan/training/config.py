@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..utils.errors import UsageError
 from ..utils.serial import DictSerializable
 
 
@@ -65,5 +66,5 @@ def _number(key: str, setting) -> float:
     except (TypeError, ValueError):
         value = math.nan
     if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{key}={setting!r} must be auto or a number >= 0")
+        raise UsageError(f"{key}={setting!r} must be auto or a number >= 0")
     return value

@@ -41,6 +41,7 @@ from .distributed import (
     state_digests,
 )
 from .ema import ema_beta, update_ema
+from ..utils.errors import UsageError
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,7 +76,7 @@ class StyleGAN2Module(pl.LightningModule):
         _set_requires_grad(self.G_ema, False)
         tc = self.train_cfg
         if tc.augment not in ("ada", "fixed", "none"):
-            raise ValueError(f"augment must be ada, fixed or none, got {tc.augment!r}")
+            raise UsageError(f"augment must be ada, fixed or none, got {tc.augment!r}")
         self.augment_pipe = AugmentPipe(**tc.augment_kwargs, p_init=tc.augment_p) if tc.augment != "none" else None
 
         # Training state that must survive a resume lives in buffers (saved in the state dict).

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from .io import atomic_path
+from .errors import UsageError
 
 INTERPOLATIONS = ("linear", "slerp")
 
@@ -48,9 +49,9 @@ def interpolation_path(
 ) -> torch.Tensor:             # [segments, steps + 1, ...]: each segment with both its ends
     """Frames between consecutive keyframes; an animation plays [:, :-1] of every segment."""
     if method not in INTERPOLATIONS:
-        raise ValueError(f"interpolation method={method!r} is not one of: {' | '.join(INTERPOLATIONS)}")
+        raise UsageError(f"interpolation method={method!r} is not one of: {' | '.join(INTERPOLATIONS)}")
     if keys.shape[0] < 2 or steps < 1:
-        raise ValueError(f"an interpolation needs 2 or more keyframes and steps >= 1, got {keys.shape[0]} and {steps}")
+        raise UsageError(f"an interpolation needs 2 or more keyframes and steps >= 1, got {keys.shape[0]} and {steps}")
     ends = torch.cat([keys[1:], keys[:1]]) if loop else keys[1:]
     t = torch.linspace(0, 1, steps + 1, dtype=keys.dtype, device=keys.device)
     blend = slerp if method == "slerp" else lerp
