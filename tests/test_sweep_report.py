@@ -31,7 +31,7 @@ def make_run(
     OmegaConf.save(OmegaConf.create({"hydra": {"job": {"id": job or "???", "num": int(name)}}}), run / ".hydra" / "hydra.yaml")
     if cur_nimg is not None:
         (run / "checkpoints").mkdir()
-        torch.save({"braingan": {"cur_nimg": cur_nimg}, "state_dict": {}}, run / "checkpoints" / "last.ckpt")
+        torch.save({"braingan": {"cur_nimg": cur_nimg}, "state_dict": {}, "hyper_parameters": {}}, run / "checkpoints" / "last.ckpt")
     if scalars:
         writer = SummaryWriter(str(run / "tb"))
         for tag, points in scalars.items():

@@ -1,22 +1,149 @@
-"""Rebuild networks from a checkpoint file alone (no Hydra, no config files)."""
+"""Read training checkpoints and rebuild networks from a checkpoint file alone (no Hydra, no config files).
+
+Every reader goes through `read_checkpoint`, which says in one line what a file is when it is not
+a braingan checkpoint (a text file, a PNG, a manifest ...), and for a damaged one (a truncated
+or partly written file) names the newest intact checkpoint of the same run.
+"""
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
+from pathlib import Path
 
 import torch
 
 from .nn.config import NetworkConfig
 from .nn.synthesis import Generator
+from .utils.errors import MissingFileError, UsageError
+
+# What a training checkpoint holds besides Lightning's own entries (state_dict, optimizer states):
+# hyper_parameters {"net", "train", "data"} and our "braingan" entry (kimg counter, RNG, run settings).
+REQUIRED_ENTRIES = ("state_dict", "hyper_parameters", "braingan")
+SNAPSHOT_GLOB = "kimg_*.ckpt"  # checkpoints/kimg_<kimg>.ckpt, kept every schedule.snapshot_kimg
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+class CheckpointError(UsageError):
+    """The file is not a braingan checkpoint, or it is damaged; the message says which and what to use."""
+
+
+class _Unreadable(Exception):
+    """A file that is not, or no longer, a checkpoint; `damaged` when it was meant to be one."""
+
+    def __init__(self, reason: str, damaged: bool):
+        super().__init__(reason)
+        self.damaged = damaged
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False,
+                    setting: str = "ckpt") -> dict:
+    """The checkpoint dict of a braingan training checkpoint, checked.
+
+    `mmap=True` maps the tensors instead of reading them (cheap when only the small entries are
+    needed). `setting` is the command-line key that named the file (ckpt, resume), used in the
+    advice of the error messages. Our checkpoints hold RNG states (numpy arrays), so they are
+    not weights-only files; a file that is not a zip archive is refused before anything is unpickled.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{setting}={path}: no such checkpoint file")
+    try:
+        return _read(path, map_location, mmap)
+    except _Unreadable as error:
+        if not error.damaged:
+            raise CheckpointError(f"{setting}={path} is not a braingan checkpoint: {error}") from None
+        raise CheckpointError(_damaged(path, str(error), setting)) from None
+
+
+def _read(path: Path, map_location, mmap: bool) -> dict:
+    kind = describe_file(path)
+    if kind is not None:
+        raise _Unreadable(kind if kind.startswith("an empty file") else f"it is {kind}", damaged=kind.startswith("an empty file"))
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        reason = str(error).strip().splitlines()[0].split(". ")[0].rstrip(".") if str(error).strip() else type(error).__name__
+        raise _Unreadable(f"PyTorch cannot read it: {reason}", damaged=True) from None
+    missing = [k for k in REQUIRED_ENTRIES if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise _Unreadable(f"it is a PyTorch file without the {', '.join(repr(k) for k in missing)} "
+                          "entry of a braingan training checkpoint", damaged=False)
+    return ckpt
+
+
+def describe_file(path: Path) -> str | None:
+    """None for a zip archive (what torch.save writes), else what the file looks like, e.g. 'a PNG image'."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(ZIP_MAGIC):
+        return None
+    if not head:
+        return "an empty file (0 bytes: a write that never finished)"
+    for magic, what in (
+        (b"\x89PNG", "a PNG image"),
+        (b"\xff\xd8\xff", "a JPEG image"),
+        (b"II*\x00", "a TIFF image"),
+        (b"MM\x00*", "a TIFF image"),
+        (b"BM", "a BMP image"),
+        (b"GIF8", "a GIF image"),
+        (b"\x1f\x8b", "a gzip file (a .nii.gz volume?)"),
+        (b"\x93NUMPY", "a NumPy array (.npy)"),
+        (b"\x80", "a plain pickle, not a torch.save zip archive"),
+    ):
+        if head.startswith(magic):
+            return what
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a binary file that is not a zip archive"
+    first = text.splitlines()[0] if text.splitlines() else ""
+    if first.startswith("path,") or "subject" in first and "," in first:
+        return "a text file (CSV: a manifest.csv?)"
+    if text.lstrip().startswith(("{", "[")):
+        return "a text file (JSON)"
+    return "a text file"
+
+
+def is_intact(path: Path) -> bool:
+    """Whether `path` reads as a braingan checkpoint (memory-mapped: only the small entries are read)."""
+    try:
+        _read(path, "cpu", mmap=True)
+    except (_Unreadable, OSError):
+        return False
+    return True
+
+
+def newest_intact_checkpoint(folder: Path, exclude: Path | None = None) -> Path | None:
+    """The newest checkpoint of a run's checkpoints/ folder that reads, other than `exclude`.
+
+    Snapshots are tried newest first (their kimg tags sort in time order), then last.ckpt.
+    """
+    exclude = exclude.resolve() if exclude is not None else None
+    candidates = sorted(folder.glob(SNAPSHOT_GLOB), reverse=True) + [folder / "last.ckpt"]
+    for candidate in candidates:
+        if candidate.is_file() and candidate.resolve() != exclude and is_intact(candidate):
+            return candidate
+    return None
+
+
+def _damaged(path: Path, reason: str, setting: str) -> str:
+    message = f"{setting}={path} is damaged ({reason})"
+    intact = newest_intact_checkpoint(path.parent, exclude=path)
+    if intact is None:
+        return message + f"; no intact checkpoint found beside it in {path.parent}"
+    kimg = checkpoint_kimg(intact)
+    return message + f"; the newest intact checkpoint of this run is {intact} ({kimg:g} kimg): use {setting}={intact}"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """The raw checkpoint dict. Our checkpoints hold RNG states, so they are not weights-only files."""
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """The raw checkpoint dict, fully read (see `read_checkpoint`)."""
+    return read_checkpoint(path, map_location)
 
 
 def load_generator(path: str | os.PathLike, which: str = "G_ema", map_location: str | torch.device = "cpu") -> Generator:
     """The generator stored in a training checkpoint (`G_ema` by default, or `G`), in eval mode."""
-    ckpt = load_checkpoint(path, map_location)
+    ckpt = read_checkpoint(path, map_location)
     cfg = NetworkConfig.from_dict(ckpt["hyper_parameters"]["net"])
     G = Generator(cfg)
     prefix = which + "."
@@ -27,7 +154,7 @@ def load_generator(path: str | os.PathLike, which: str = "G_ema", map_location: 
 
 def checkpoint_kimg(path: str | os.PathLike) -> float:
     """Training time stored in a checkpoint, in kimg (the file is memory-mapped: nothing else is read)."""
-    return float(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["braingan"]["cur_nimg"]) / 1000.0
+    return float(read_checkpoint(path, mmap=True)["braingan"]["cur_nimg"]) / 1000.0
 
 
 def load_data_info(path: str | os.PathLike) -> dict:
@@ -39,7 +166,7 @@ def load_data_info(path: str | os.PathLike) -> dict:
     """
     from .data.fit import Geometry
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    ckpt = read_checkpoint(path, mmap=True)
     data = ckpt.get("hyper_parameters", {}).get("data") or {}
     geometry = data.get("geometry")
     return {

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import read_checkpoint
 from ..data.dataset import SliceDataset
 from ..data.layouts import SliceRecord
 from ..data.manifest import read_manifest
+from ..utils.errors import MissingFileError, UsageError
 from ..utils.images import to_uint8
 
 REAL_SETS = ("train", "validate", "test", "heldout", "all")
@@ -32,7 +34,7 @@ def run_dir_of(ckpt: str | os.PathLike) -> Path:
 def checkpoint_facts(ckpt: str | os.PathLike) -> dict:
     """What evaluation needs from a checkpoint besides G, read once (memory-mapped):
     resolution, channels, fit policy, class names, training splits, kimg and the run folder."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+    state = read_checkpoint(ckpt, mmap=True)
     net, data = state["hyper_parameters"]["net"], state["hyper_parameters"].get("data") or {}
     return {
         "resolution": int(net["img_resolution"]),
@@ -53,9 +55,9 @@ def real_records(
     """The manifest's slices of one real set; 'train' = the training splits, 'heldout' = the rest."""
     manifest = run_dir / "manifest.csv"
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} is missing: evaluation needs the run's manifest of slices")
+        raise MissingFileError(f"{manifest} is missing: evaluation needs the run's manifest of slices")
     if which not in REAL_SETS:
-        raise ValueError(f"eval.real={which} must be one of {', '.join(REAL_SETS)}")
+        raise UsageError(f"eval.real={which} must be one of {', '.join(REAL_SETS)}")
     records = read_manifest(manifest)
     if which == "all":
         return records
