@@ -18,6 +18,8 @@ from braingan.data.dataset import SliceDataset
 from braingan.data.layouts import DatasetError, SliceRecord
 from braingan.data.sampler import InfiniteSampler
 
+from runhelpers import tmpfs
+
 WritePng = Callable[[Path, np.ndarray], Path]
 
 
@@ -182,3 +184,23 @@ def test_workers_read_the_cache_like_the_main_process(
     order = [i for images, _ in in_process for i in (images[:, 0, 0, 0] // 10 - 1).tolist()]
     stream = iter(InfiniteSampler(8, seed=5))
     assert order == [next(stream) for _ in range(20)]
+
+
+def test_cache_files_get_the_mode_of_a_plain_write(slices: list[SliceRecord], tmp_path: Path) -> None:
+    """A cache shared through BRAINGAN_CACHE must be readable by other users (mkstemp alone makes 0600)."""
+    old = os.umask(0o022)
+    try:
+        dataset = cached(slices, tmp_path / "cache")
+    finally:
+        os.umask(old)
+    files = sorted(dataset.cache_path.parent.iterdir())
+    assert [p.suffix for p in files] == [".json", ".npy"]
+    assert [oct(p.stat().st_mode & 0o777) for p in files] == ["0o644", "0o644"]
+
+
+def test_a_read_only_cache_dir_decodes_in_memory_with_a_warning(slices: list[SliceRecord], tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "ro", "1m", read_only=True):
+        with pytest.warns(UserWarning, match=r"dataset.cache_dir=.* cannot be written \(Read-only file system\)"):
+            dataset = cached(slices, tmp_path / "ro" / "cache")
+    assert dataset.cache_path is None and not dataset.cache_hit
+    assert [int(dataset[i][0].max()) for i in range(len(dataset))] == [10 * (i + 1) for i in range(8)]

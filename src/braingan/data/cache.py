@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from braingan.utils.io import atomic_path, update_with_files
+from braingan.utils.io import atomic_path, plain_mode, temporary_file, update_with_files
 
 CACHE_VERSION = 1   # bump whenever the decoded pixels or the metadata layout would change
 KEY_CHARS = 20      # hex digits of the SHA-256 kept in file names (80 bits)
@@ -98,10 +97,7 @@ class SliceCache:
         temporaries: list[Path] = []
 
         def temporary() -> Path:
-            prefix = f".{self.array_path.name}."
-            fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
-            os.close(fd)
-            temporaries.append(Path(name))
+            temporaries.append(temporary_file(self.array_path))
             return temporaries[-1]
 
         started = time.perf_counter()
@@ -116,6 +112,7 @@ class SliceCache:
             array.flush()
             final = Path(array.filename)
             del array  # unmap before the rename
+            plain_mode(final)  # a cache shared through BRAINGAN_CACHE is read by other users
             os.replace(final, self.array_path)
             meta = {
                 "version": CACHE_VERSION,

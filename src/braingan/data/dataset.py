@@ -19,6 +19,7 @@ Conversion to 8 bits (one warning for the whole dataset says how many images and
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from collections import Counter
@@ -35,6 +36,7 @@ from braingan.data.cache import Fill, SliceCache
 from braingan.data.fit import Geometry, check_fit, fit_image, most_common_size
 from braingan.data.layouts import DatasetError, SliceRecord
 
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)  # cache folder errors that fall back
 MAX_NAMED_FAILURES = 20                           # bad files named on the error's first line
 DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes deeper than 8 bits
 PLAIN_MODES = {1: ("1", "L"), 3: ("1", "L", "RGB")}         # converted without a warning
@@ -124,7 +126,19 @@ class SliceDataset(torch.utils.data.Dataset):
             self._cache_path = cache.array_path
             loaded = cache.load()
             self.cache_hit = loaded is not None
-            images, contents = loaded if loaded is not None else cache.build(shape, fill)
+            try:
+                images, contents = loaded if loaded is not None else cache.build(shape, fill)
+            except OSError as error:
+                if error.errno not in UNWRITABLE:
+                    raise
+                warnings.warn(
+                    f"dataset.cache_dir={cache_dir} cannot be written ({error.strerror}); decoding the slices "
+                    "into memory without a cache (point dataset.cache_dir or BRAINGAN_CACHE at a writable folder "
+                    "to reuse them)",
+                    stacklevel=2,
+                )
+                self._cache_path = None
+                images, contents = _decode_in_memory(shape, fill)
 
         self._images: np.ndarray | None = images  # [N, C, R, R] uint8; None after unpickling
         bad = {int(i): reason for i, _, reason in contents["skipped"]}

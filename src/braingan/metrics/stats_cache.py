@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,5 +114,9 @@ def load_or_compute(
         "extractor_sha256": extractor_sha256,
         "num_files": len(paths),
     }
-    _write(path, features, stats, meta)
+    try:
+        _write(path, features, stats, meta)
+    except OSError as error:  # a read-only or full cache folder: the statistics are still good
+        warnings.warn(f"cannot write the real-feature cache {path} ({error.strerror}); the next evaluation "
+                      "computes them again", stacklevel=2)
     return RealStats(features=features, stats=stats, key=key, path=path, meta=meta), False

@@ -2,10 +2,23 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
+
+
+# The temporary files of `temporary_file`: .<final name>.<mkstemp's random part>.tmp, beside the final file.
+TEMPORARY_NAME = re.compile(r"^\.(?P<final>.+)\.[A-Za-z0-9_]{6,}\.tmp$")
+
+
+def temporary_file(path: Path) -> Path:
+    """A new empty file beside `path` for writing it atomically (same folder, so the rename never copies)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
 
 
 @contextlib.contextmanager
@@ -13,18 +26,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path in the same folder; renames it to `path` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = temporary_file(path)
     try:
         yield tmp_path
-        # mkstemp creates 0600; give the file the mode a plain open() would (group members on a
-        # shared cluster folder read each other's checkpoints and metrics).
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        plain_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def plain_mode(path: str | os.PathLike) -> None:
+    """Gives a file made by mkstemp (0600) the mode a plain open() would (0666 less the umask).
+
+    Group members on a shared cluster folder, or every user of a shared BRAINGAN_CACHE, read
+    each other's checkpoints, metrics and caches.
+    """
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Deletes the temporary files that an interrupted atomic write left in `folder`; returns them.
+
+    Call it only where no other process is writing (a run's own folder at its start).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if p.is_file() and TEMPORARY_NAME.match(p.name))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def is_no_space(error: BaseException) -> bool:
+    """Whether an OSError says the disk (or the user's quota) is full."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def unused_path(path: str | os.PathLike) -> Path:
