@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from braingan.checkpoint import load_checkpoint, load_generator
 from braingan.train import train
@@ -65,7 +66,16 @@ def test_make_train_writes_a_complete_run(tmp_path, demo_root):
     kimg = [e.value for e in acc.Scalars("Progress/kimg")]
     assert kimg == sorted(kimg) and abs(kimg[-1] - 0.128) < 1e-6
     assert all(np.isfinite(e.value) for t in SCALAR_TAGS for e in acc.Scalars(t))
-    assert (run / "tb" / "hparams.yaml").is_file() or any("hparams" in t for t in tags.get("tensors", []))
+    # TensorBoard's HPARAMS tab: the run's settings and the scalars shown beside them, in the event file.
+    hparams = acc.PluginTagToContent("hparams")
+    start = HParamsPluginData.FromString(hparams["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["model/r1_gamma"].number_value == pytest.approx(0.1)
+    assert start.hparams["dataset/name"].string_value == "demo"
+    assert start.hparams["batch_size"].number_value == 8
+    metrics = HParamsPluginData.FromString(hparams["_hparams_/experiment"]).experiment.metric_infos
+    assert {"Loss/G", "Loss/D", "ADA/p"} <= {m.name.tag for m in metrics}
+    assert (run / "tb" / "hparams.yaml").is_file()
+    assert (run / "train.log").is_file()
     ckpt = load_checkpoint(ckpts / "last.ckpt")
     assert ckpt["braingan"]["cur_nimg"] == 128
     for key in ("G.", "D.", "G_ema.", "augment_pipe.p", "pl_mean", "sample_z"):

@@ -131,7 +131,7 @@ def test_a_folder_continues_only_the_same_run(full_run, tmp_path):
     longer = {**saved, "kimg": 10, "trainer/devices": 4, "schedule/last_kimg": 5}
     assert config_differences(saved, longer) == []
     other = {**saved, "model/r1_gamma": 123.0}
-    assert config_differences(saved, other) == [f"model/r1_gamma: {saved['model/r1_gamma']} -> 123.0"]
+    assert config_differences(saved, other) == [f"model.r1_gamma: {saved['model/r1_gamma']} -> 123.0"]
     with pytest.raises(ValueError, match="already holds a run with other settings"):
         continue_checkpoint(full_run, other)
     assert continue_checkpoint(tmp_path, saved) is None

@@ -6,6 +6,8 @@ Hydra composes conf/train.yaml with the dataset/, model/, resolution/ and traine
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import math
 import os
 import sys
 import warnings
@@ -18,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
+from . import cli
+from .checkpoint import checkpoint_kimg, is_intact, read_checkpoint
 from .conf_utils import (
     CONF_DIR,
     insert_overrides,
@@ -27,15 +31,26 @@ from .conf_utils import (
     resolve_resume,
 )
 from .data.datamodule import SliceDataModule
+from .data.manifest import write_manifest
 from .nn.config import NetworkConfig
-from .training.callbacks import KimgCheckpoint, KimgProgressBar, SampleGrids, ScalarLogger
+from .training.callbacks import (
+    DirectCheckpointIO,
+    KimgCheckpoint,
+    KimgProgressBar,
+    SampleGrids,
+    ScalarLogger,
+    log_hyperparameters,
+)
 from .training.config import TrainConfig
 from .training.distributed import GANDDPStrategy
 from .training.fid_monitor import FIDMonitor
 from .training.module import StyleGAN2Module
 from .training.preemption import Preemption
+from .utils.errors import Interrupted, NoSpaceError, UsageError, UserError
+from .utils.io import atomic_path, is_no_space, remove_stale_temporaries
 
 register_resolvers()
+log = logging.getLogger("braingan.train")
 
 
 def _optional_path(value) -> str | None:
@@ -45,7 +60,7 @@ def _optional_path(value) -> str | None:
 def build_datamodule(cfg: DictConfig, world_size: int = 1, run_dir: Path | None = None) -> SliceDataModule:
     ds = cfg.dataset
     if cfg.batch_size % world_size != 0:
-        raise ValueError(f"batch_size={cfg.batch_size} (global) is not divisible by the {world_size} processes")
+        raise UsageError(f"batch_size={cfg.batch_size} (global) is not divisible by the {world_size} processes")
     classes = ds.get("classes")
     if isinstance(classes, str):  # dataset.classes=AD means [AD]
         classes = [classes]
@@ -77,9 +92,9 @@ def conditioning_classes(conditional, num_classes: int) -> int:
     """c_dim for model.conditional = auto | true | false and the classes found in the data."""
     mode = str(conditional).lower()
     if mode not in ("auto", "true", "false"):
-        raise ValueError(f"model.conditional={conditional} must be auto, true or false")
+        raise UsageError(f"model.conditional={conditional} must be auto, true or false")
     if mode == "true" and num_classes < 2:
-        raise ValueError(
+        raise UsageError(
             f"model.conditional=true but the training data has {num_classes} class; use labelled data "
             "(dataset=adni, or dataset=folder dataset.labels=true) with two or more classes"
         )
@@ -259,12 +274,26 @@ def existing_checkpoint(run_dir: Path) -> Path | None:
 CONTINUE_MAY_CHANGE = ("kimg", "resume", "run_dir", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
                        "trainer.num_workers", "dataset.cache_dir", "schedule.", "speed.")
 
+# Settings that shape the weights: a resume may not change them (the checkpoint would not load).
+# The classes are compared once the data is read (check_resume_matches). A resume may change any
+# other setting, and is told which ones it changed.
+RESUME_MAY_NOT_CHANGE = ("resolution", "img_channels", "model/z_dim", "model/w_dim", "model/mapping_layers",
+                         "model/d_mapping_layers", "model/channel_base", "model/channel_max")
+
+
+def changed_settings(saved: dict, current: dict) -> list[tuple[str, object, object]]:
+    """(key, saved, current) for the flattened settings that differ, except CONTINUE_MAY_CHANGE.
+
+    Only keys both sides have count: a key the run's settings lack is newer than the run (the
+    checkpoint decides it, see NetworkConfig.trained_like), and one the command lacks is gone.
+    """
+    return [(k, saved[k], current[k]) for k in sorted(saved)
+            if k in current and not k.replace("/", ".").startswith(CONTINUE_MAY_CHANGE) and saved[k] != current[k]]
+
 
 def config_differences(saved: dict, current: dict) -> list[str]:
     """'key: saved -> current' for the flattened settings that differ, except CONTINUE_MAY_CHANGE."""
-    keys = sorted(set(saved) | set(current))
-    return [f"{k}: {saved.get(k)} -> {current.get(k)}" for k in keys
-            if not k.replace("/", ".").startswith(CONTINUE_MAY_CHANGE) and saved.get(k) != current.get(k)]
+    return [f"{k.replace('/', '.')}: {a} -> {b}" for k, a, b in changed_settings(saved, current)]
 
 
 def continue_checkpoint(run_dir: Path, run_config: dict) -> Path | None:
@@ -276,14 +305,67 @@ def continue_checkpoint(run_dir: Path, run_config: dict) -> Path | None:
     last = existing_checkpoint(run_dir)
     if last is None:
         return None
-    saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)["braingan"].get("run_config")
+    saved = read_checkpoint(last, mmap=True, setting="resume")["braingan"].get("run_config")
     diff = config_differences(saved, run_config) if saved is not None else []
     if diff:
-        raise ValueError(
+        raise UsageError(
             f"{run_dir} already holds a run with other settings ({'; '.join(diff[:6])}); start in another folder "
             "(hydra.run.dir=...) or continue that run with resume=<its last.ckpt>"
         )
     return last
+
+
+def resume_notes(state: dict, run_config: dict, ckpt_path: Path) -> list[str]:
+    """Refuses a resume that changes RESUME_MAY_NOT_CHANGE; one warning for each other changed setting."""
+    saved = state["braingan"].get("run_config")
+    if saved is None:  # written before checkpoints stored their settings: check_resume_matches compares shapes
+        return []
+    changes = changed_settings(saved, run_config)
+    refused = [f"{k.replace('/', '.')}: {a} -> {b}" for k, a, b in changes if k in RESUME_MAY_NOT_CHANGE]
+    if refused:
+        raise UsageError(
+            f"resume={ckpt_path} was trained with other settings ({'; '.join(refused)}); leave them out: a resume "
+            "replays the run's own overrides (its .hydra/overrides.yaml)"
+        )
+    return [f"resume: {k.replace('/', '.')} differs from the run's setting ({a} -> {b}); continuing with {b}"
+            for k, a, b in changes]
+
+
+def check_settings(cfg: DictConfig, processes: int) -> None:
+    """Refuses, in one line, settings that cannot train, before any data is decoded or any file written."""
+    batch, kimg = cfg.batch_size, cfg.kimg
+    if not _is_int(batch) or batch < 1:
+        raise UsageError(f"batch_size={batch} must be a whole number >= 1 (the global batch over all processes)")
+    if not _is_number(kimg) or not (kimg > 0 and math.isfinite(kimg)):
+        raise UsageError(f"kimg={kimg} must be a number > 0 (the training length in thousands of real images)")
+    if batch % processes:
+        raise UsageError(
+            f"batch_size={batch} is not divisible by the {processes} processes (trainer.devices x trainer.num_nodes); "
+            f"each takes an equal share of the global batch: use a multiple of {processes}"
+        )
+    per_process, group = batch // processes, cfg.model.mbstd_group_size
+    if not _is_int(group) or group < 0:
+        raise UsageError(f"model.mbstd_group_size={group} must be a whole number >= 0 (0 = no minibatch std)")
+    if group > 0 and per_process % min(group, per_process):
+        share = f" ({per_process} per process)" if processes > 1 else ""
+        raise UsageError(
+            f"batch_size={batch}{share} is not divisible by the minibatch-std group size model.mbstd_group_size={group}; "
+            f"use a multiple of {group} images per process"
+        )
+    for key in ("log_kimg", "image_kimg", "last_kimg", "snapshot_kimg", "fid_kimg"):
+        value = cfg.schedule.get(key)
+        if value is not None and (not _is_number(value) or value < 0):
+            raise UsageError(f"schedule.{key}={value} must be a number of kimg >= 0 (0 or null = never)")
+    if not _is_int(cfg.max_nonfinite) or cfg.max_nonfinite < 1:
+        raise UsageError(f"max_nonfinite={cfg.max_nonfinite} must be a whole number >= 1")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _refuse_local_multirun_ddp(processes: int) -> None:
@@ -295,30 +377,169 @@ def _refuse_local_multirun_ddp(processes: int) -> None:
         return
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith("BasicLauncher"):
-        raise ValueError(
+        raise UsageError(
             f"{processes} processes per run inside a local multirun sweep are not supported; sweep through "
             "SLURM (make sweep) or run the points one by one"
         )
 
 
+class _DeferredLogFile:
+    """Holds back what would go into the run's log file until the command is known to run.
+
+    Hydra's job logging appends to <run>/train.log from the first line on, but a command that is
+    refused must leave an existing run's files as they were. Inside the block the root logger's
+    file handlers are replaced by one memory buffer; `commit()` writes the buffer to them and puts
+    them back; leaving the block without `commit()` drops it (the console saw every line anyway).
+    """
+
+    def __enter__(self) -> "_DeferredLogFile":
+        root = logging.getLogger()
+        self.files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+        self.buffer = logging.handlers.BufferingHandler(capacity=10**9)
+        for handler in self.files:
+            root.removeHandler(handler)
+        root.addHandler(self.buffer)
+        self.committed = False
+        return self
+
+    def _restore(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self.buffer)
+        for handler in self.files:
+            root.addHandler(handler)
+
+    def commit(self) -> None:
+        self._restore()
+        for record in self.buffer.buffer:
+            for handler in self.files:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+        self.buffer.buffer.clear()
+        self.committed = True
+
+    def __exit__(self, *exc) -> None:
+        if not self.committed:
+            self._restore()
+
+
+# main() turns Hydra's own early write of <run>/.hydra off with this override; train() writes the
+# same three files once the command is known to run (`save_run_files`).
+HYDRA_SUBDIR = ".hydra"
+DEFER_HYDRA_FILES = "hydra.output_subdir=null"
+
+
+def save_run_files(run_dir: Path, cfg: DictConfig) -> None:
+    """<run>/.hydra/{config,hydra,overrides}.yaml as Hydra writes them, unless Hydra wrote them itself.
+
+    A resume replays the run's overrides.yaml, so a refused command must never rewrite it.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or HydraConfig.get().job.config_name != "train" \
+            or HydraConfig.get().output_subdir is not None:  # another tool's train() call, or Hydra wrote them
+        return
+    hc = OmegaConf.create({"hydra": OmegaConf.to_container(HydraConfig.get(), resolve=False)})
+    hc.hydra.output_subdir = HYDRA_SUBDIR
+    hc.hydra.overrides.hydra = [o for o in hc.hydra.overrides.hydra if o != DEFER_HYDRA_FILES]
+    folder = run_dir / HYDRA_SUBDIR
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", hc), ("overrides.yaml", hc.hydra.overrides.task)):
+        with atomic_path(folder / name) as tmp:
+            tmp.write_text(OmegaConf.to_yaml(node), encoding="utf-8")
+
+
+def no_space_message(run_dir: Path, error: OSError) -> str:
+    """'no space left on <folder>; the previous last.ckpt (<kimg> kimg) is intact ...' for a failed write."""
+    folder = Path(error.filename).parent if error.filename else run_dir
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if is_intact(last):
+        kept = (f"the previous last.ckpt ({checkpoint_kimg(last):g} kimg) is intact: free space, then continue "
+                f"with resume={last}")
+    else:
+        kept = "no checkpoint of this run was written yet"
+    return f"no space left on {folder} ({error.strerror}); {kept}"
+
+
 def train(cfg: DictConfig) -> Path:
-    """Trains StyleGAN2 as the config says and returns the run folder."""
+    """Trains StyleGAN2 as the config says and returns the run folder.
+
+    Everything that can refuse the command (the settings, the checkpoint to continue, the data)
+    is checked before anything is written into the run folder: a refused command leaves an
+    existing run exactly as it was.
+    """
     # G_ema stays in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(cfg.seed, workers=True)
     t = cfg.trainer
-    set_backends(t)
-    _refuse_local_multirun_ddp(requested_processes(t))
+    processes = requested_processes(t)
+    check_settings(cfg, processes)
+    _refuse_local_multirun_ddp(processes)
     run_config = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    ckpt_path = resolve_resume(cfg.resume)
-    if ckpt_path is None:
-        # A requeued SLURM job (or a rerun of the same command into the same folder) continues.
-        ckpt_path = continue_checkpoint(run_dir, run_config)
-        if ckpt_path is not None:
-            print(f"[braingan] {run_dir} already holds a run: continuing from {ckpt_path}", flush=True)
-    schedule = cfg.schedule
+    with _DeferredLogFile() as deferred:
+        ckpt_path, notes = resolve_resume(cfg.resume), []
+        if ckpt_path is None:
+            # A requeued SLURM job (or a rerun of the same command into the same folder) continues.
+            ckpt_path = continue_checkpoint(run_dir, run_config)
+            if ckpt_path is not None:
+                print(f"[braingan] {run_dir} already holds a run: continuing from {ckpt_path}", flush=True)
+            state = read_checkpoint(ckpt_path, mmap=True, setting="resume") if ckpt_path else None
+        else:
+            state = read_checkpoint(ckpt_path, mmap=True, setting="resume")
+            notes = resume_notes(state, run_config, ckpt_path)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        set_backends(t)
+        dm, net, train_cfg = data_and_configs(cfg, processes)
+        done = 0
+        if state is not None:
+            # Properties of the trained weights, not settings: a resumed run computes as it was trained.
+            net = net.trained_like(NetworkConfig.from_dict(state["hyper_parameters"]["net"]))
+            check_resume_matches(state, net, dm.data_info(), ckpt_path)
+            done = int(state["braingan"]["cur_nimg"])
+            del state
+            if done >= cfg.kimg * 1000:  # e.g. a requeue of a job that had already finished
+                print(f"[braingan] {ckpt_path} is at {done / 1000:g} kimg of kimg={cfg.kimg}: nothing left to train", flush=True)
+                return run_dir
+        # Everything is checked: from here on the run folder is written.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        deferred.commit()
+    log.info("%s %s at %g of %g kimg", "continuing" if ckpt_path else "starting", run_dir, done / 1000, cfg.kimg)
+    for note in notes:
+        log.warning(note)
+    module = StyleGAN2Module(net, train_cfg, dm.data_info())
+    module.run_config = run_config  # saved in checkpoints: a requeued job checks it is the same run
+    trainer, preemption = _build_trainer(cfg, run_dir)
+    if trainer.is_global_zero:
+        stale = remove_stale_temporaries(run_dir / "checkpoints")
+        if stale:
+            log.warning("removed %d temporary file(s) of an interrupted checkpoint write: %s",
+                        len(stale), ", ".join(p.name for p in stale))
+        save_run_files(run_dir, cfg)
+        write_manifest(dm.records, run_dir / "manifest.csv")
+        fid = next((c for c in trainer.callbacks if isinstance(c, FIDMonitor)), None)
+        log_hyperparameters(trainer.logger, run_config, HPARAMS_METRICS + ((fid.tag,) if fid else ()))
+    if ckpt_path is not None:
+        dm.start_index = done // trainer.world_size  # the sampler resumes at the images this process consumed
+        module.last_good_ckpt = str(ckpt_path)
+    try:
+        # Our checkpoints carry RNG states (numpy arrays), so they are not weights-only files.
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
+    except OSError as error:
+        if is_no_space(error):
+            raise NoSpaceError(no_space_message(run_dir, error)) from None
+        raise
+    if preemption.received is not None:
+        if preemption.stop_signal is not None:
+            raise Interrupted(preemption.stop_message(), preemption.stop_signal)
+        print(f"[braingan] {preemption.requeue(trainer.is_global_zero)}", flush=True)
+    return run_dir
+
+
+# Scalars shown beside the hyperparameters in TensorBoard's HPARAMS tab (their last values).
+HPARAMS_METRICS = ("Loss/G", "Loss/D", "D/real", "D/fake", "ADA/p", "Progress/kimg")
+
+
+def _build_trainer(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, Preemption]:
+    """The Trainer of a run with its callbacks and logger (writes nothing yet)."""
+    t, schedule = cfg.trainer, cfg.schedule
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)
     callbacks: list[pl.Callback] = []
     if schedule.get("fid_kimg"):  # before the checkpoint callback, so last.ckpt holds the best FID
@@ -327,11 +548,13 @@ def train(cfg: DictConfig) -> Path:
             run_dir / "checkpoints", schedule.fid_kimg, schedule.fid_num_gen,
             cache_dir=str(Path(cache).parent / "stats") if cache else None, seed=cfg.seed,
         ))
-
     checkpointing = KimgCheckpoint(run_dir / "checkpoints", schedule.snapshot_kimg, schedule.last_kimg)
-    preemption = Preemption(checkpointing, signals=list(cfg.get("requeue_signals") or []))
+    preemption = Preemption(checkpointing, signals=list(cfg.get("requeue_signals") or []),
+                            stop_signals=list(cfg.get("stop_signals") or []))
+    settings = trainer_settings(t)
+    settings["plugins"] = [*(settings["plugins"] or []), DirectCheckpointIO()]
     trainer = pl.Trainer(
-        **trainer_settings(t),
+        **settings,
         max_time=t.get("max_time"),
         logger=logger,
         enable_checkpointing=False,
@@ -346,30 +569,7 @@ def train(cfg: DictConfig) -> Path:
             KimgProgressBar(cfg.kimg, cfg.batch_size),
         ],
     )
-    dm, net, train_cfg = data_and_configs(cfg, trainer.world_size, run_dir if trainer.is_global_zero else None)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True) if ckpt_path else None
-    if state is not None:
-        # Properties of the trained weights, not settings: a resumed run computes as it was trained.
-        net = net.trained_like(NetworkConfig.from_dict(state["hyper_parameters"]["net"]))
-    module = StyleGAN2Module(net, train_cfg, dm.data_info())
-    module.run_config = run_config  # saved in checkpoints: a requeued job checks it is the same run
-    if state is not None:
-        # The sampler resumes at the images this process has already consumed.
-        check_resume_matches(state, net, module.data_info, ckpt_path)
-        done = int(state["braingan"]["cur_nimg"])
-        dm.start_index = done // trainer.world_size
-        module.last_good_ckpt = str(ckpt_path)
-        del state
-        if done >= cfg.kimg * 1000:  # e.g. a requeue of a job that had already finished
-            print(f"[braingan] {ckpt_path} is at {done / 1000:g} kimg of kimg={cfg.kimg}: nothing left to train", flush=True)
-            return run_dir
-    if trainer.is_global_zero:
-        logger.log_hyperparams(run_config)
-    # Our checkpoints carry RNG states (numpy arrays), so they are not weights-only files.
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
-    if preemption.received is not None:
-        print(f"[braingan] {preemption.requeue(trainer.is_global_zero)}", flush=True)
-    return run_dir
+    return trainer, preemption
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
@@ -379,12 +579,15 @@ def _hydra_main(cfg: DictConfig) -> None:
         root = logging.getLogger()
         for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
             root.removeHandler(handler)
-    try:
-        train(cfg)
-    except Exception:
-        # Launchers (submitit) keep the exception in their own files: put it in the run's log too.
-        logging.getLogger("braingan.train").exception("training failed")
-        raise
+    with cli.user_errors("train"):
+        try:
+            train(cfg)
+        except UserError:
+            raise  # one line on stderr; an existing run's log stays as it was
+        except Exception:
+            # Launchers (submitit) keep the exception in their own files: put it in the run's log too.
+            log.exception("training failed")
+            raise
 
 
 def default_trainer_override(args: list[str], cuda: bool) -> str | None:
@@ -403,17 +606,22 @@ def default_trainer_override(args: list[str], cuda: bool) -> str | None:
 
 
 def main() -> None:
-    args = replay_overrides(normalize_overrides(sys.argv[1:]))
-    # resume=last, pinned now: ranks that Lightning starts later re-read this command line.
-    args = [f"resume={resolve_resume('last').resolve()}" if a == "resume=last" else a for a in args]
-    extra = []
-    choice = default_trainer_override(args, torch.cuda.is_available())
-    if choice is not None:
-        extra.append(choice)
-    if int(os.environ.get("LOCAL_RANK", "0")) > 0 and "hydra.output_subdir=null" in args:
-        # A rank that Lightning's launcher started: rank 0 alone writes the run's log file.
-        extra.append("hydra/job_logging=stdout")
-    sys.argv = sys.argv[:1] + insert_overrides(args, extra)
+    with cli.user_errors("train"):
+        args = replay_overrides(normalize_overrides(sys.argv[1:]))
+        # resume=last, pinned now: ranks that Lightning starts later re-read this command line.
+        args = [f"resume={resolve_resume('last').resolve()}" if a == "resume=last" else a for a in args]
+        extra = []
+        choice = default_trainer_override(args, torch.cuda.is_available())
+        if choice is not None:
+            extra.append(choice)
+        if int(os.environ.get("LOCAL_RANK", "0")) > 0 and "hydra.output_subdir=null" in args:
+            # A rank that Lightning's launcher started: rank 0 alone writes the run's log file.
+            extra.append("hydra/job_logging=stdout")
+        if not any(a.split("=")[0] == "hydra.output_subdir" for a in args):
+            extra.append(DEFER_HYDRA_FILES)  # train() writes <run>/.hydra once the command is known to run
+        args = insert_overrides(args, extra)
+        cli.check_overrides("train", args)
+    sys.argv = sys.argv[:1] + args
     _hydra_main()
 
 

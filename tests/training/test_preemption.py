@@ -62,6 +62,49 @@ def test_signal_saves_stops_and_the_rerun_continues_exactly(tmp_path, demo_root)
             assert torch.equal(st["exp_avg_sq"], sb["state"][pid]["exp_avg_sq"])
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_stop_signal_saves_at_the_step_exits_128_plus_n_and_the_run_resumes(tmp_path, demo_root, sig):
+    """kill / timeout / systemd (TERM) and Ctrl-C (INT): save at the end of the step, say where, exit non-zero."""
+    cmd = _command(tmp_path, demo_root)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err, text=True, env=_env())
+        deadline = time.time() + 300
+        while not last.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be signalled"
+        proc.send_signal(sig)
+        proc.wait(timeout=300)
+    stderr = (tmp_path / "err.txt").read_text()
+    assert proc.returncode == 128 + sig, stderr[-3000:]
+    stopped_at = load_checkpoint(last)["braingan"]["cur_nimg"]
+    assert 0 < stopped_at < KIMG * 1000
+    assert stderr.strip().splitlines()[-1] == (
+        f"train: stopped by {sig.name} at {stopped_at / 1000:.3f} kimg; saved {last}; continue with `make resume` "
+        f"or resume={last}"
+    )
+    again = subprocess.run([sys.executable, "-m", "braingan.train", f"resume={last}"], cwd=REPO, capture_output=True,
+                           text=True, env=_env(), timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert load_checkpoint(last)["braingan"]["cur_nimg"] == KIMG * 1000
+
+
+def test_a_second_stop_signal_is_not_held_back():
+    p = Preemption(checkpoint=None, signals=["USR2"], stop_signals=["TERM"])
+    before = signal.getsignal(signal.SIGTERM)
+    p.install()
+    try:
+        assert signal.getsignal(signal.SIGTERM) == p._handler
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert p.received == p.stop_signal == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the next TERM terminates at once
+    finally:
+        p.uninstall()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_handler_is_installed_and_restored():
     before = signal.getsignal(signal.SIGUSR2)
     p = Preemption(checkpoint=None, signals=["USR2"])

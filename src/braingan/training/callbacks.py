@@ -6,12 +6,15 @@ the module's image counter, so the cadences survive a resume unchanged.
 from __future__ import annotations
 
 import math
+import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ..utils.images import save_grid
 from ..utils.io import atomic_path, kimg_tag
@@ -70,6 +73,69 @@ class KimgCheckpoint(pl.Callback):
         # non-finite stop (the weights may be broken) or under DDP (a save is collective).
         if isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1:
             self.on_train_end(trainer, module)
+
+
+class DirectCheckpointIO(TorchCheckpointIO):
+    """torch.save straight into the file it is given (KimgCheckpoint gives a temporary beside the final one).
+
+    Lightning's default first serializes the whole checkpoint into memory, then writes it through
+    a temporary file in the system's temporary folder and copies that next to its target: twice
+    the memory and the disk traffic, and a full /tmp breaks saving where the run folder has room.
+    A disk-full write reaches the caller as the OSError it is (torch.save reports it as a bare
+    RuntimeError), with the file's name.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("DirectCheckpointIO takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, "wb") as f:
+                writer = _RecordingWriter(f)
+                try:
+                    torch.save(checkpoint, writer)
+                except RuntimeError:
+                    if writer.error is not None:
+                        raise writer.error from None
+                    raise
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(path)) from None
+
+
+class _RecordingWriter:
+    """A file's write() for torch.save that keeps the OSError it raised (torch.save hides it)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def log_hyperparameters(logger, params: dict, metric_tags: Sequence[str]) -> None:
+    """Hyperparameters into tb/hparams.yaml and into the event file, where TensorBoard's HPARAMS tab reads them.
+
+    The tab lists the run's flattened settings beside the last values of `metric_tags` (scalars
+    the run logs). Lightning writes only the YAML file unless it is also given metric values.
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    logger.log_hyperparams(params)
+    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
+    writer = logger.experiment._get_file_writer()
+    for summary in hparams(values, {tag: 0.0 for tag in metric_tags}):
+        writer.add_summary(summary)
+    writer.flush()
 
 
 class _null_path:

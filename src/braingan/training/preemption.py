@@ -11,6 +11,10 @@ the job with the same arguments (and counts time-limit requeues against `max_num
 Outside submitit, rank 0 runs `scontrol requeue $SLURM_JOB_ID` itself; outside SLURM it only
 saves and stops (Ctrl-C-like, but exact). The requeued job starts in the same run folder, finds
 `checkpoints/last.ckpt` there and continues from it (train.py).
+
+The stop signals (SIGTERM from `kill`, `timeout`, systemd or a container stop; SIGINT from Ctrl-C)
+take the same path without the requeue: finish the step, save last.ckpt, stop, and the entry
+point says where it saved and exits with 128 + the signal number, so the job never looks successful.
 """
 from __future__ import annotations
 
@@ -37,22 +41,37 @@ def signal_number(name: str | int) -> int:
 
 
 class Preemption(pl.Callback):
-    """On one of `signals`: finish the step, save last.ckpt (via `checkpoint`), stop; then `requeue()`."""
+    """On a signal: finish the step, save last.ckpt (via `checkpoint`), stop.
 
-    def __init__(self, checkpoint, signals: Sequence[str | int] = ("USR2",)):
+    `signals` (SLURM's warning, USR2) then requeue the job (`requeue()`); `stop_signals` (TERM
+    from kill, timeout, systemd and container stops; INT from Ctrl-C) only stop: the caller
+    reports where it saved and exits with 128 + the signal (`stop_signal`, `stop_message()`).
+    A second stop signal ends the process at once, as it would without us.
+    """
+
+    def __init__(self, checkpoint, signals: Sequence[str | int] = ("USR2",),
+                 stop_signals: Sequence[str | int] = ("TERM", "INT")):
         self.checkpoint = checkpoint  # a KimgCheckpoint: .save(trainer, module, name)
         self.signals = [signal_number(s) for s in signals]
+        self.stop_signals = [signal_number(s) for s in stop_signals if signal_number(s) not in self.signals]
         self.received: int | None = None  # the signal, once caught (on any rank after the step)
+        self.stop_signal: int | None = None  # set when the stop is not for a requeue
         self.saved = False
+        self.saved_path = None  # where the stop saved, and at which kimg
+        self.saved_kimg: float | None = None
         self._previous: dict[int, object] = {}  # handlers ours replaced, while installed
         self._earlier: dict[int, object] = {}  # the same, kept after uninstall for requeue()
 
     def _handler(self, signum, frame) -> None:
-        self.received = signum
+        if signum in self.stop_signals:
+            self.stop_signal = self.stop_signal or signum
+            # A second one stops at once (Ctrl-C twice: KeyboardInterrupt; TERM twice: terminate).
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        self.received = self.received or signum
         log.warning("caught signal %s: saving at the end of this step, then stopping", signal.Signals(signum).name)
 
     def install(self) -> None:
-        for s in self.signals:
+        for s in self.signals + self.stop_signals:
             try:
                 previous = signal.signal(s, self._handler)
             except ValueError:  # not the main thread: no handler possible, the job just runs
@@ -69,16 +88,26 @@ class Preemption(pl.Callback):
         self.install()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        caught = self.received is not None
+        caught, stop = self.received is not None, self.stop_signal is not None
         if trainer.world_size > 1:  # a signal may reach only some ranks; they all stop together
-            caught = float(all_reduce_sum(torch.tensor(float(caught), device=module.device))) > 0
+            flags = all_reduce_sum(torch.tensor([float(caught), float(stop)], device=module.device))
+            caught, stop = bool(flags[0] > 0), bool(flags[1] > 0)
         if not caught or self.saved:
             return
-        self.received = self.received or self.signals[0]
+        if stop and self.stop_signal is None:  # another rank was told to stop
+            self.stop_signal = signal.SIGTERM
+        if self.received is None:  # another rank caught it
+            self.received = self.stop_signal if stop else self.signals[0]
         path = self.checkpoint.save(trainer, module, "last.ckpt")
-        self.saved = True
+        self.saved, self.saved_path, self.saved_kimg = True, path, module.cur_kimg
         trainer.should_stop = True
-        log.warning("saved %s at %.3f kimg; stopping for the requeue", path, module.cur_kimg)
+        log.warning("saved %s at %.3f kimg; stopping%s", path, module.cur_kimg, "" if stop else " for the requeue")
+
+    def stop_message(self) -> str:
+        """What a stop on `stop_signal` did and how to continue, in one line."""
+        name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal"
+        return (f"stopped by {name} at {self.saved_kimg:.3f} kimg; saved {self.saved_path}; continue with "
+                f"`make resume` or resume={self.saved_path}")
 
     def teardown(self, trainer, module, stage: str) -> None:
         self.uninstall()
