@@ -53,11 +53,12 @@ def run_tool(tool: str, args: list[str], cwd: Path | str = REPO, timeout: int = 
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file below `folder` by relative path (hidden ones included): any change, addition or removal shows."""
+    """SHA-256 of every file below `folder` by relative path, and every folder (hidden ones included):
+    any change, addition or removal shows, an empty new folder too."""
     import hashlib
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(folder.rglob("*"))}
 
 
 def without(overrides: list[str], *keys: str) -> list[str]:

@@ -124,3 +124,15 @@ def test_refused_commands_do_not_rewrite_what_the_next_resume_replays(runs, tmp_
     assert changed.returncode == 0, changed.stdout[-2000:] + changed.stderr[-2000:]
     assert "resume: model.r1_gamma differs from the run's setting (0.1 -> 0.5); continuing with 0.5" in changed.stdout
     assert load_checkpoint(last)["hyper_parameters"]["train"]["r1_gamma"] == 0.5
+
+
+@pytest.mark.slow
+def test_a_refused_point_of_a_local_sweep_leaves_the_other_points_running(runs, tmp_path):
+    sweep = tmp_path / "sweep"
+    overrides = without(runs["overrides"], "run_dir", "batch_size")
+    proc = run_tool("train", ["-m", *overrides, "batch_size=7,8", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode != 0  # Hydra reports the failed point once the sweep is done
+    assert "train: batch_size=7 is not divisible by the minibatch-std group size" in proc.stderr
+    assert (sweep / "0" / ".hydra" / "overrides.yaml").is_file()  # make sweep-report lists the refused point
+    assert not (sweep / "0" / "checkpoints").exists()
+    assert load_checkpoint(sweep / "1" / "checkpoints" / "last.ckpt")["braingan"]["cur_nimg"] == KIMG * 1000

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,10 +31,18 @@ REAL = Path(__file__).parent / "fixtures" / "conditional_v0" / "last.ckpt"  # a 
     ("x.npy", b"\x93NUMPY\x01\x00" + bytes(64), "a NumPy array (.npy)"),
     ("x.nii.gz", gzip.compress(b"volume"), "a gzip file (a .nii.gz volume?)"),
     ("random.bin", bytes(range(256)) * 4, "a binary file that is not a zip archive"),
+    ("embedding.npz", None, "a NumPy .npz archive"),
+    ("slices.zip", None, "a zip archive that torch.save did not write"),
 ])
 def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, name, content, what):
     path = tmp_path / name
-    path.write_bytes(content)
+    if name.endswith(".npz"):
+        np.savez(path, w=np.zeros(3))
+    elif name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("case_001_slice_0.nii.png", b"\x89PNG")
+    else:
+        path.write_bytes(content)
     assert describe_file(path) == what
     with pytest.raises(CheckpointError) as info:
         read_checkpoint(path, setting="resume")
@@ -63,11 +73,10 @@ def test_a_damaged_checkpoint_names_the_newest_intact_one_of_its_run(tmp_path):
     assert newest_intact_checkpoint(folder, exclude=last) == folder / "kimg_000000.064.ckpt"
     with pytest.raises(CheckpointError) as info:
         read_checkpoint(last, setting="resume")
-    kimg = read_checkpoint(REAL, mmap=True)["braingan"]["cur_nimg"] / 1000
     assert str(info.value) == (
         f"resume={last} is damaged (PyTorch cannot read it: PytorchStreamReader failed reading zip archive: failed "
         f"finding central directory); the newest intact checkpoint of this run is {folder / 'kimg_000000.064.ckpt'} "
-        f"({kimg:g} kimg): use resume={folder / 'kimg_000000.064.ckpt'}"
+        f"(0.064 kimg): use resume={folder / 'kimg_000000.064.ckpt'}"
     )
     last.write_bytes(b"")  # a write killed before its first byte
     with pytest.raises(CheckpointError, match=r"is damaged \(an empty file .*\); the newest intact checkpoint"):
@@ -76,6 +85,14 @@ def test_a_damaged_checkpoint_names_the_newest_intact_one_of_its_run(tmp_path):
         path.unlink()
     with pytest.raises(CheckpointError, match="no intact checkpoint found beside it"):
         read_checkpoint(last)
+    # Outside a run's checkpoints/ folder nothing beside the file is offered (or unpickled).
+    elsewhere = tmp_path / "Downloads"
+    elsewhere.mkdir()
+    shutil.copyfile(REAL, elsewhere / "last.ckpt")
+    (elsewhere / "x.ckpt").write_bytes(REAL.read_bytes()[:1000])
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(elsewhere / "x.ckpt")
+    assert str(info.value).endswith("failed finding central directory)")
 
 
 def test_the_readers_of_an_intact_checkpoint_agree():

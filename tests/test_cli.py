@@ -13,7 +13,10 @@ from braingan.utils.errors import Interrupted, NoSpaceError, UsageError, one_lin
     ["-m", "model.r1_gamma=1,2,4", "resolution='64','128'", "model=base,paper"],
     ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.run.dir=/tmp/x", "hydra.output_subdir=null"],
     ["dataset=adni", "dataset.root=/data/AD_NC", "dataset.classes=[AD]"],
-    ["+extra_key=1", "~requeue_signals", "kimg=range(1,3)", "model.lr_g=interval(0.001,0.01)"],
+    ["+extra_key=1", "++other_key=2", "~requeue_signals", "kimg=range(1,3)", "model.lr_g=interval(0.001,0.01)"],
+    ["--cfg", "job", "model={z_dim:64}", "trainer=cpu"],  # a flag with a value; a dict merged into a group
+    ["--info", "searchpath"],
+    ["-c", "job", "-p", "model"],
 ])
 def test_overrides_hydra_accepts_pass(args):
     cli.check_overrides("train", args)
@@ -29,6 +32,8 @@ def test_overrides_hydra_accepts_pass(args):
     ("train", ["dataset=adni", "dataset.demo_subjects=5"], "dataset.demo_subjects: no such setting"),
     ("train", ["hydra/launcher=slurm", "hydra.launcher.partitio=gpu"], "hydra.launcher.partitio: no such setting; did you mean hydra.launcher.partition?"),
     ("train", ["kimg==3"], "cannot read the override 'kimg==3'"),
+    ("train", ["--cfg", "job", "kimg==3"], "cannot read the override 'kimg==3'"),
+    ("train", ["--bogus"], "unrecognized arguments: --bogus; `--help` lists the flags"),
     ("train", ["+kimg=3"], "Could not append to config. An item is already at 'kimg'"),
     ("eval", ["num_gne=10"], "num_gne: no such setting; did you mean num_gen?"),
     ("generate", ["what=[images]", "psy=0.7"], "psy: no such setting; did you mean psi?"),

@@ -73,11 +73,16 @@ def _read(path: Path, map_location, mmap: bool) -> dict:
 
 
 def describe_file(path: Path) -> str | None:
-    """None for a zip archive (what torch.save writes), else what the file looks like, e.g. 'a PNG image'."""
+    """None for what torch.save writes (or a zip archive too damaged to tell), else what the file looks like."""
     with open(path, "rb") as f:
         head = f.read(512)
     if head.startswith(ZIP_MAGIC):
-        return None
+        names = _zip_names(path)
+        if names is None or _torch_archive(names):
+            return None
+        if names and all(n.endswith(".npy") for n in names):
+            return "a NumPy .npz archive"
+        return "a zip archive that torch.save did not write"
     if not head:
         return "an empty file (0 bytes: a write that never finished)"
     for magic, what in (
@@ -105,6 +110,19 @@ def describe_file(path: Path) -> str | None:
     return "a text file"
 
 
+def _zip_names(path: Path) -> list[str] | None:
+    """The members of a zip archive; None when its central directory cannot be read (cut short)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+
+
+def _torch_archive(names: list[str]) -> bool:
+    return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
+
+
 def is_intact(path: Path) -> bool:
     """Whether `path` reads as a braingan checkpoint (memory-mapped: only the small entries are read)."""
     try:
@@ -115,25 +133,32 @@ def is_intact(path: Path) -> bool:
 
 
 def newest_intact_checkpoint(folder: Path, exclude: Path | None = None) -> Path | None:
-    """The newest checkpoint of a run's checkpoints/ folder that reads, other than `exclude`.
+    """The newest checkpoint in a run's checkpoints/ folder whose archive is whole, other than `exclude`.
 
-    Snapshots are tried newest first (their kimg tags sort in time order), then last.ckpt.
+    Snapshots are tried newest first (their kimg tags sort in time order), then last.ckpt. Only
+    the zip structure is read: nothing is unpickled from files the user did not name.
     """
     exclude = exclude.resolve() if exclude is not None else None
     candidates = sorted(folder.glob(SNAPSHOT_GLOB), reverse=True) + [folder / "last.ckpt"]
     for candidate in candidates:
-        if candidate.is_file() and candidate.resolve() != exclude and is_intact(candidate):
+        if not candidate.is_file() or candidate.resolve() == exclude:
+            continue
+        names = _zip_names(candidate)
+        if names is not None and _torch_archive(names):
             return candidate
     return None
 
 
 def _damaged(path: Path, reason: str, setting: str) -> str:
     message = f"{setting}={path} is damaged ({reason})"
+    if path.parent.name != "checkpoints":  # not in a run folder: there are no siblings to offer
+        return message
     intact = newest_intact_checkpoint(path.parent, exclude=path)
     if intact is None:
         return message + f"; no intact checkpoint found beside it in {path.parent}"
-    kimg = checkpoint_kimg(intact)
-    return message + f"; the newest intact checkpoint of this run is {intact} ({kimg:g} kimg): use {setting}={intact}"
+    tag = intact.stem[len("kimg_"):] if intact.stem.startswith("kimg_") else None
+    when = f" ({float(tag):g} kimg)" if tag and tag.replace(".", "").isdigit() else ""
+    return message + f"; the newest intact checkpoint of this run is {intact}{when}: use {setting}={intact}"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

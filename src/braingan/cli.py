@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import io
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
@@ -18,10 +19,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .conf_utils import CONF_DIR, register_resolvers
 from .utils.errors import UsageError, UserError, one_line
-
-# Hydra flags that choose another config: the check composes ours, so it steps aside for them.
-_OTHER_CONFIG_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
-
 
 def fail(tool: str, error: UserError) -> None:
     """Prints `error` as one line on stderr and exits with its code."""
@@ -31,10 +28,17 @@ def fail(tool: str, error: UserError) -> None:
 
 @contextlib.contextmanager
 def user_errors(tool: str) -> Iterator[None]:
-    """Inside this block a UserError ends the process with one line on stderr (see `fail`)."""
+    """Inside this block a UserError ends the process with one line on stderr (see `fail`).
+
+    Inside one job of a Hydra multirun sweep the line is printed and the error raised on, so
+    that Hydra marks that job failed and the sweep goes on with its other points.
+    """
     try:
         yield
     except UserError as error:
+        if _in_multirun():
+            print(f"{tool}: {one_line(error)}", file=sys.stderr, flush=True)
+            raise
         fail(tool, error)
     except KeyboardInterrupt:  # Ctrl-C outside training (which saves and stops on its own)
         print(f"{tool}: interrupted", file=sys.stderr, flush=True)
@@ -63,9 +67,19 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
     from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
-    if any(a.split("=")[0] in _OTHER_CONFIG_FLAGS for a in args):
-        return
-    overrides = [a for a in args if not a.startswith("-")]
+    from hydra._internal.utils import get_args_parser
+
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            flags = get_args_parser().parse_args(list(args))
+    except SystemExit:  # argparse's usage text and "error: ..." went to `said`
+        problem = said.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1]
+        raise UsageError(f"{problem}; `--help` lists the flags") from None
+    if flags.config_name or flags.config_path or flags.config_dir or flags.shell_completion \
+            or flags.experimental_rerun or flags.help or flags.hydra_help:
+        return  # another config, or not a run: Hydra answers these itself
+    overrides = list(flags.overrides)
     if not overrides or GlobalHydra.instance().is_initialized():  # nothing to check, or called inside a Hydra app
         return
     parser = OverridesParser.create()
@@ -85,6 +99,8 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
         for text, o in zip(overrides, parsed):
             values = _values(o)
             options = [] if o.is_delete() else loader.get_group_options(o.key_or_group)
+            if options and not o.is_sweep_override() and not isinstance(o.value(), str):
+                values = None  # group={key: value} merges into the group's node: Hydra checks it
             if options and values is not None:
                 for value in values:
                     if value.strip("'\"") not in options:
@@ -102,7 +118,7 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
             raise UsageError(_hydra_message(error)) from None
         keys = _flat_keys(cfg)
         for text, o in zip(first, parsed):
-            if o.is_add() or o.key_or_group in [g.split("=")[0].lstrip("+~") for g in groups]:
+            if o.is_add() or o.is_force_add() or o.key_or_group in [g.split("=")[0].lstrip("+~") for g in groups]:
                 continue
             key = o.key_or_group
             if key not in keys and not any(k.startswith(key + ".") for k in keys):
@@ -111,6 +127,13 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
             compose(config_name, overrides=first, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as error:
             raise UsageError(_hydra_message(error)) from None
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _values(o) -> list[str] | None:

@@ -9,6 +9,7 @@ import logging
 import logging.handlers
 import math
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from . import cli
 from .checkpoint import checkpoint_kimg, is_intact, read_checkpoint
@@ -190,7 +192,7 @@ def check_resume_matches(state: dict, net: NetworkConfig, data_info: dict, ckpt_
     if "class_names" in saved_data and saved_data["class_names"] != data_info.get("class_names"):
         problems.append(f"classes {saved_data['class_names']} -> {data_info.get('class_names')}")
     if problems:
-        raise ValueError(
+        raise UsageError(
             f"resume={ckpt_path} was trained with other settings ({'; '.join(problems)}); resume with the "
             f"run's own dataset/model/resolution overrides (see its .hydra/overrides.yaml)"
         )
@@ -231,7 +233,7 @@ def build_strategy(trainer_cfg):
     if processes > 1 and name in ("auto", "ddp", "ddp_gan"):
         return GANDDPStrategy(process_group_backend="nccl" if str(trainer_cfg.accelerator) != "cpu" and torch.cuda.is_available() else "gloo")
     if name not in ("auto", "single_device") and processes > 1:
-        raise ValueError(f"trainer.strategy={name}: use auto or ddp (StyleGAN2 needs its own gradient averaging)")
+        raise UsageError(f"trainer.strategy={name}: use auto or ddp (StyleGAN2 needs its own gradient averaging)")
     return name
 
 
@@ -281,14 +283,19 @@ RESUME_MAY_NOT_CHANGE = ("resolution", "img_channels", "model/z_dim", "model/w_d
                          "model/d_mapping_layers", "model/channel_base", "model/channel_max")
 
 
-def changed_settings(saved: dict, current: dict) -> list[tuple[str, object, object]]:
-    """(key, saved, current) for the flattened settings that differ, except CONTINUE_MAY_CHANGE.
+# What differs on every resume (the checkpoint given, and where Hydra put the run).
+RESUME_ALWAYS_CHANGES = ("resume", "run_dir")
+
+
+def changed_settings(saved: dict, current: dict, may_change: tuple[str, ...] = CONTINUE_MAY_CHANGE
+                     ) -> list[tuple[str, object, object]]:
+    """(key, saved, current) for the flattened settings that differ, except the prefixes `may_change`.
 
     Only keys both sides have count: a key the run's settings lack is newer than the run (the
     checkpoint decides it, see NetworkConfig.trained_like), and one the command lacks is gone.
     """
     return [(k, saved[k], current[k]) for k in sorted(saved)
-            if k in current and not k.replace("/", ".").startswith(CONTINUE_MAY_CHANGE) and saved[k] != current[k]]
+            if k in current and not k.replace("/", ".").startswith(may_change) and saved[k] != current[k]]
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
@@ -316,11 +323,11 @@ def continue_checkpoint(run_dir: Path, run_config: dict) -> Path | None:
 
 
 def resume_notes(state: dict, run_config: dict, ckpt_path: Path) -> list[str]:
-    """Refuses a resume that changes RESUME_MAY_NOT_CHANGE; one warning for each other changed setting."""
+    """Refuses a resume that changes RESUME_MAY_NOT_CHANGE; one warning for each other changed setting (kimg too)."""
     saved = state["braingan"].get("run_config")
     if saved is None:  # written before checkpoints stored their settings: check_resume_matches compares shapes
         return []
-    changes = changed_settings(saved, run_config)
+    changes = changed_settings(saved, run_config, may_change=RESUME_ALWAYS_CHANGES)
     refused = [f"{k.replace('/', '.')}: {a} -> {b}" for k, a, b in changes if k in RESUME_MAY_NOT_CHANGE]
     if refused:
         raise UsageError(
@@ -338,6 +345,8 @@ def check_settings(cfg: DictConfig, processes: int) -> None:
         raise UsageError(f"batch_size={batch} must be a whole number >= 1 (the global batch over all processes)")
     if not _is_number(kimg) or not (kimg > 0 and math.isfinite(kimg)):
         raise UsageError(f"kimg={kimg} must be a number > 0 (the training length in thousands of real images)")
+    if processes < 1:
+        raise UsageError(f"trainer.devices x trainer.num_nodes = {processes}: need at least one process")
     if batch % processes:
         raise UsageError(
             f"batch_size={batch} is not divisible by the {processes} processes (trainer.devices x trainer.num_nodes); "
@@ -462,31 +471,21 @@ def no_space_message(run_dir: Path, error: OSError) -> str:
 def train(cfg: DictConfig) -> Path:
     """Trains StyleGAN2 as the config says and returns the run folder.
 
-    Everything that can refuse the command (the settings, the checkpoint to continue, the data)
-    is checked before anything is written into the run folder: a refused command leaves an
-    existing run exactly as it was.
+    Everything that can refuse the command (the settings, the checkpoint to continue, the data,
+    the trainer settings) is checked before anything is written into the run folder: a refused
+    command leaves an existing run exactly as it was.
     """
     # G_ema stays in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     run_dir = Path(cfg.run_dir)
-    t = cfg.trainer
-    processes = requested_processes(t)
+    processes = requested_processes(cfg.trainer)
     check_settings(cfg, processes)
     _refuse_local_multirun_ddp(processes)
     run_config = _flatten(OmegaConf.to_container(cfg, resolve=True))
     with _DeferredLogFile() as deferred:
-        ckpt_path, notes = resolve_resume(cfg.resume), []
-        if ckpt_path is None:
-            # A requeued SLURM job (or a rerun of the same command into the same folder) continues.
-            ckpt_path = continue_checkpoint(run_dir, run_config)
-            if ckpt_path is not None:
-                print(f"[braingan] {run_dir} already holds a run: continuing from {ckpt_path}", flush=True)
-            state = read_checkpoint(ckpt_path, mmap=True, setting="resume") if ckpt_path else None
-        else:
-            state = read_checkpoint(ckpt_path, mmap=True, setting="resume")
-            notes = resume_notes(state, run_config, ckpt_path)
+        ckpt_path, state, notes = _checkpoint_to_continue(cfg, run_dir, run_config)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        set_backends(t)
+        set_backends(cfg.trainer)
         dm, net, train_cfg = data_and_configs(cfg, processes)
         done = 0
         if state is not None:
@@ -498,39 +497,70 @@ def train(cfg: DictConfig) -> Path:
             if done >= cfg.kimg * 1000:  # e.g. a requeue of a job that had already finished
                 print(f"[braingan] {ckpt_path} is at {done / 1000:g} kimg of kimg={cfg.kimg}: nothing left to train", flush=True)
                 return run_dir
+        module = StyleGAN2Module(net, train_cfg, dm.data_info())
+        module.run_config = run_config  # saved in checkpoints: a requeued job checks it is the same run
+        trainer, preemption = _build_trainer(cfg, run_dir)
         # Everything is checked: from here on the run folder is written.
         run_dir.mkdir(parents=True, exist_ok=True)
         deferred.commit()
-    log.info("%s %s at %g of %g kimg", "continuing" if ckpt_path else "starting", run_dir, done / 1000, cfg.kimg)
-    for note in notes:
-        log.warning(note)
-    module = StyleGAN2Module(net, train_cfg, dm.data_info())
-    module.run_config = run_config  # saved in checkpoints: a requeued job checks it is the same run
-    trainer, preemption = _build_trainer(cfg, run_dir)
-    if trainer.is_global_zero:
-        stale = remove_stale_temporaries(run_dir / "checkpoints")
-        if stale:
-            log.warning("removed %d temporary file(s) of an interrupted checkpoint write: %s",
-                        len(stale), ", ".join(p.name for p in stale))
-        save_run_files(run_dir, cfg)
-        write_manifest(dm.records, run_dir / "manifest.csv")
-        fid = next((c for c in trainer.callbacks if isinstance(c, FIDMonitor)), None)
-        log_hyperparameters(trainer.logger, run_config, HPARAMS_METRICS + ((fid.tag,) if fid else ()))
-    if ckpt_path is not None:
-        dm.start_index = done // trainer.world_size  # the sampler resumes at the images this process consumed
-        module.last_good_ckpt = str(ckpt_path)
     try:
+        log.info("%s %s at %g of %g kimg", "continuing" if ckpt_path else "starting", run_dir, done / 1000, cfg.kimg)
+        for note in notes:
+            log.warning(note)
+        if trainer.is_global_zero:
+            _write_run_files(cfg, run_dir, trainer, dm, run_config)
+        if ckpt_path is not None:
+            dm.start_index = done // trainer.world_size  # the sampler resumes at the images this process consumed
+            module.last_good_ckpt = str(ckpt_path)
         # Our checkpoints carry RNG states (numpy arrays), so they are not weights-only files.
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
+    except SIGTERMException:  # Lightning's handler, before ours was installed: nothing trained yet
+        go_on = f"; continue with resume={ckpt_path}" if ckpt_path else ""
+        raise Interrupted(f"stopped by SIGTERM before the first step{go_on}", signal.SIGTERM) from None
     except OSError as error:
         if is_no_space(error):
             raise NoSpaceError(no_space_message(run_dir, error)) from None
+        log.exception("training failed")
         raise
-    if preemption.received is not None:
-        if preemption.stop_signal is not None:
+    except UserError:
+        raise
+    except Exception:
+        # Launchers (submitit) keep the exception in their own files: put it in the run's log too.
+        log.exception("training failed")
+        raise
+    if preemption.stop_signal is not None:
+        if trainer.is_global_zero:  # one line from the run; the other ranks end quietly
             raise Interrupted(preemption.stop_message(), preemption.stop_signal)
+        return run_dir
+    if preemption.received is not None:
         print(f"[braingan] {preemption.requeue(trainer.is_global_zero)}", flush=True)
     return run_dir
+
+
+def _checkpoint_to_continue(cfg: DictConfig, run_dir: Path, run_config: dict) -> tuple[Path | None, dict | None, list[str]]:
+    """(checkpoint, its memory-mapped dict, warnings) of resume=, or of the run already in the folder; Nones for a new run."""
+    ckpt_path = resolve_resume(cfg.resume)
+    if ckpt_path is not None:
+        state = read_checkpoint(ckpt_path, mmap=True, setting="resume")
+        return ckpt_path, state, resume_notes(state, run_config, ckpt_path)
+    # A requeued SLURM job (or a rerun of the same command into the same folder) continues.
+    ckpt_path = continue_checkpoint(run_dir, run_config)
+    if ckpt_path is None:
+        return None, None, []
+    print(f"[braingan] {run_dir} already holds a run: continuing from {ckpt_path}", flush=True)
+    return ckpt_path, read_checkpoint(ckpt_path, mmap=True, setting="resume"), []
+
+
+def _write_run_files(cfg: DictConfig, run_dir: Path, trainer: pl.Trainer, dm: SliceDataModule, run_config: dict) -> None:
+    """Rank 0, once the command is checked: stale temporaries out; .hydra/, manifest.csv and the hyperparameters in."""
+    stale = remove_stale_temporaries(run_dir / "checkpoints")
+    if stale:
+        log.warning("removed %d temporary file(s) of an interrupted checkpoint write: %s",
+                    len(stale), ", ".join(p.name for p in stale))
+    save_run_files(run_dir, cfg)
+    write_manifest(dm.records, run_dir / "manifest.csv")
+    fid = next((c for c in trainer.callbacks if isinstance(c, FIDMonitor)), None)
+    log_hyperparameters(trainer.logger, run_config, HPARAMS_METRICS + ((fid.tag,) if fid else ()))
 
 
 # Scalars shown beside the hyperparameters in TensorBoard's HPARAMS tab (their last values).
@@ -580,14 +610,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
             root.removeHandler(handler)
     with cli.user_errors("train"):
-        try:
-            train(cfg)
-        except UserError:
-            raise  # one line on stderr; an existing run's log stays as it was
-        except Exception:
-            # Launchers (submitit) keep the exception in their own files: put it in the run's log too.
-            log.exception("training failed")
-            raise
+        train(cfg)
 
 
 def default_trainer_override(args: list[str], cuda: bool) -> str | None:
@@ -617,8 +640,10 @@ def main() -> None:
         if int(os.environ.get("LOCAL_RANK", "0")) > 0 and "hydra.output_subdir=null" in args:
             # A rank that Lightning's launcher started: rank 0 alone writes the run's log file.
             extra.append("hydra/job_logging=stdout")
-        if not any(a.split("=")[0] == "hydra.output_subdir" for a in args):
-            extra.append(DEFER_HYDRA_FILES)  # train() writes <run>/.hydra once the command is known to run
+        if not any(a.split("=")[0] == "hydra.output_subdir" for a in args) and not {"-m", "--multirun"} & set(args):
+            # train() writes <run>/.hydra once the command is known to run. A sweep's jobs each start in
+            # a new folder, where Hydra writes them at once (make sweep-report lists a refused job too).
+            extra.append(DEFER_HYDRA_FILES)
         args = insert_overrides(args, extra)
         cli.check_overrides("train", args)
     sys.argv = sys.argv[:1] + args

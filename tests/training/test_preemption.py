@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -103,6 +104,29 @@ def test_a_second_stop_signal_is_not_held_back():
     finally:
         p.uninstall()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_stop_after_the_last_step_names_the_final_save():
+    """A signal that lands after the last step (during the final save, say): on_train_end's last.ckpt holds it."""
+    p = Preemption(checkpoint=SimpleNamespace(dirpath=Path("/runs/a/checkpoints")), signals=["USR2"], stop_signals=["TERM"])
+    assert p.stop_message() == "stopped by a signal before anything was saved"
+    p._handler(signal.SIGTERM, None)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    p.on_train_end(None, SimpleNamespace(cur_kimg=0.4))
+    assert p.stop_message() == ("stopped by SIGTERM at 0.400 kimg; saved /runs/a/checkpoints/last.ckpt; continue with "
+                                "`make resume` or resume=/runs/a/checkpoints/last.ckpt")
+
+
+def test_a_stop_signal_ignored_by_whoever_started_us_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # e.g. a job started with & from a script
+    try:
+        p = Preemption(checkpoint=None, signals=["USR2"], stop_signals=["INT"])
+        p.install()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        p.uninstall()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_handler_is_installed_and_restored():

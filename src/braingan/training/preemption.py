@@ -46,7 +46,8 @@ class Preemption(pl.Callback):
     `signals` (SLURM's warning, USR2) then requeue the job (`requeue()`); `stop_signals` (TERM
     from kill, timeout, systemd and container stops; INT from Ctrl-C) only stop: the caller
     reports where it saved and exits with 128 + the signal (`stop_signal`, `stop_message()`).
-    A second stop signal ends the process at once, as it would without us.
+    A second stop signal ends the process at once, as it would without us. A stop signal the
+    process was started with ignored (SIGINT of a job started with `&`) stays ignored.
     """
 
     def __init__(self, checkpoint, signals: Sequence[str | int] = ("USR2",),
@@ -65,13 +66,14 @@ class Preemption(pl.Callback):
     def _handler(self, signum, frame) -> None:
         if signum in self.stop_signals:
             self.stop_signal = self.stop_signal or signum
-            # A second one stops at once (Ctrl-C twice: KeyboardInterrupt; TERM twice: terminate).
-            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+            signal.signal(signum, signal.SIG_DFL)  # a second one terminates at once
         self.received = self.received or signum
         log.warning("caught signal %s: saving at the end of this step, then stopping", signal.Signals(signum).name)
 
     def install(self) -> None:
         for s in self.signals + self.stop_signals:
+            if s in self.stop_signals and signal.getsignal(s) is signal.SIG_IGN:
+                continue  # ignored on purpose by whoever started us
             try:
                 previous = signal.signal(s, self._handler)
             except ValueError:  # not the main thread: no handler possible, the job just runs
@@ -103,9 +105,15 @@ class Preemption(pl.Callback):
         trainer.should_stop = True
         log.warning("saved %s at %.3f kimg; stopping%s", path, module.cur_kimg, "" if stop else " for the requeue")
 
+    def on_train_end(self, trainer, module) -> None:
+        if self.received is not None and not self.saved:  # caught after the last step: its final save holds it
+            self.saved_path, self.saved_kimg = self.checkpoint.dirpath / "last.ckpt", module.cur_kimg
+
     def stop_message(self) -> str:
         """What a stop on `stop_signal` did and how to continue, in one line."""
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal"
+        if self.saved_path is None:
+            return f"stopped by {name} before anything was saved"
         return (f"stopped by {name} at {self.saved_kimg:.3f} kimg; saved {self.saved_path}; continue with "
                 f"`make resume` or resume={self.saved_path}")
 
