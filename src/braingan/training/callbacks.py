@@ -49,7 +49,7 @@ class KimgCheckpoint(pl.Callback):
             self.dirpath.mkdir(parents=True, exist_ok=True)
         # Every rank takes part (collective under DDP); the strategy writes on rank 0 only.
         with atomic_path(path) if trainer.is_global_zero else _null_path(path) as tmp:
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)
         module.last_good_ckpt = str(path)
         self._saved_nimg = module.cur_nimg
         return path
