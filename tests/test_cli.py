@@ -31,6 +31,7 @@ def test_overrides_hydra_accepts_pass(args):
     ("train", ["resolution='48'"], "resolution=48: no such option (the options are 32, 64, 128, 256, 512); nearest: 32 or 64"),
     ("train", ["dataset=adni", "dataset.demo_subjects=5"], "dataset.demo_subjects: no such setting"),
     ("train", ["hydra/launcher=slurm", "hydra.launcher.partitio=gpu"], "hydra.launcher.partitio: no such setting; did you mean hydra.launcher.partition?"),
+    ("train", ["-m", "model.lr_g=interval(0.001,0.01)", "model.r1_gama=1"], "model.r1_gama: no such setting"),
     ("train", ["kimg==3"], "cannot read the override 'kimg==3'"),
     ("train", ["--cfg", "job", "kimg==3"], "cannot read the override 'kimg==3'"),
     ("train", ["--bogus"], "unrecognized arguments: --bogus; `--help` lists the flags"),

@@ -123,15 +123,6 @@ def _torch_archive(names: list[str]) -> bool:
     return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
 
 
-def is_intact(path: Path) -> bool:
-    """Whether `path` reads as a braingan checkpoint (memory-mapped: only the small entries are read)."""
-    try:
-        _read(path, "cpu", mmap=True)
-    except (_Unreadable, OSError):
-        return False
-    return True
-
-
 def newest_intact_checkpoint(folder: Path, exclude: Path | None = None) -> Path | None:
     """The newest checkpoint in a run's checkpoints/ folder whose archive is whole, other than `exclude`.
 

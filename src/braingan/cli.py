@@ -62,12 +62,11 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
     their first value otherwise. Flags (-m, --cfg ...) are left to Hydra.
     """
     from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
-
-    from hydra._internal.utils import get_args_parser
 
     said = io.StringIO()
     try:
@@ -95,7 +94,7 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
-        first, groups = [], []  # overrides with sweeps reduced to their first value; the group choices among them
+        first = []  # (override with a sweep reduced to its first value, parsed, whether it chooses a group option)
         for text, o in zip(overrides, parsed):
             values = _values(o)
             options = [] if o.is_delete() else loader.get_group_options(o.key_or_group)
@@ -109,22 +108,21 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
                 if values is None:  # interval() and other sweeps that cannot be enumerated
                     continue
                 text = f"{o.get_key_element()}={values[0]}"
-            first.append(text)
-            if options:
-                groups.append(text)
+            first.append((text, o, bool(options)))
         try:
-            cfg = compose(config_name, overrides=groups, return_hydra_config=True)
+            cfg = compose(config_name, overrides=[t for t, _, group in first if group], return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as error:
             raise UsageError(_hydra_message(error)) from None
         keys = _flat_keys(cfg)
-        for text, o in zip(first, parsed):
-            if o.is_add() or o.is_force_add() or o.key_or_group in [g.split("=")[0].lstrip("+~") for g in groups]:
-                continue
+        chosen = {o.key_or_group for _, o, group in first if group}
+        for _, o, _ in first:
             key = o.key_or_group
+            if o.is_add() or o.is_force_add() or key in chosen:
+                continue
             if key not in keys and not any(k.startswith(key + ".") for k in keys):
                 raise UsageError(_unknown_key(key, keys))
         try:
-            compose(config_name, overrides=first, return_hydra_config=True)
+            compose(config_name, overrides=[t for t, _, _ in first], return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as error:
             raise UsageError(_hydra_message(error)) from None
 

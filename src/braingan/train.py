@@ -23,7 +23,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from . import cli
-from .checkpoint import checkpoint_kimg, is_intact, read_checkpoint
+from .checkpoint import checkpoint_kimg, read_checkpoint
 from .conf_utils import (
     CONF_DIR,
     insert_overrides,
@@ -460,10 +460,10 @@ def no_space_message(run_dir: Path, error: OSError) -> str:
     """'no space left on <folder>; the previous last.ckpt (<kimg> kimg) is intact ...' for a failed write."""
     folder = Path(error.filename).parent if error.filename else run_dir
     last = run_dir / "checkpoints" / "last.ckpt"
-    if is_intact(last):
+    try:
         kept = (f"the previous last.ckpt ({checkpoint_kimg(last):g} kimg) is intact: free space, then continue "
                 f"with resume={last}")
-    else:
+    except (UsageError, OSError):  # none yet, or not readable
         kept = "no checkpoint of this run was written yet"
     return f"no space left on {folder} ({error.strerror}); {kept}"
 
@@ -517,14 +517,11 @@ def train(cfg: DictConfig) -> Path:
     except SIGTERMException:  # Lightning's handler, before ours was installed: nothing trained yet
         go_on = f"; continue with resume={ckpt_path}" if ckpt_path else ""
         raise Interrupted(f"stopped by SIGTERM before the first step{go_on}", signal.SIGTERM) from None
-    except OSError as error:
-        if is_no_space(error):
-            raise NoSpaceError(no_space_message(run_dir, error)) from None
-        log.exception("training failed")
-        raise
     except UserError:
         raise
-    except Exception:
+    except Exception as error:
+        if is_no_space(error):
+            raise NoSpaceError(no_space_message(run_dir, error)) from None
         # Launchers (submitit) keep the exception in their own files: put it in the run's log too.
         log.exception("training failed")
         raise

@@ -57,8 +57,7 @@ class Preemption(pl.Callback):
         self.stop_signals = [signal_number(s) for s in stop_signals if signal_number(s) not in self.signals]
         self.received: int | None = None  # the signal, once caught (on any rank after the step)
         self.stop_signal: int | None = None  # set when the stop is not for a requeue
-        self.saved = False
-        self.saved_path = None  # where the stop saved, and at which kimg
+        self.saved_path = None  # where the stop saved (None: not yet), and at which kimg
         self.saved_kimg: float | None = None
         self._previous: dict[int, object] = {}  # handlers ours replaced, while installed
         self._earlier: dict[int, object] = {}  # the same, kept after uninstall for requeue()
@@ -94,19 +93,19 @@ class Preemption(pl.Callback):
         if trainer.world_size > 1:  # a signal may reach only some ranks; they all stop together
             flags = all_reduce_sum(torch.tensor([float(caught), float(stop)], device=module.device))
             caught, stop = bool(flags[0] > 0), bool(flags[1] > 0)
-        if not caught or self.saved:
+        if not caught or self.saved_path is not None:
             return
         if stop and self.stop_signal is None:  # another rank was told to stop
             self.stop_signal = signal.SIGTERM
         if self.received is None:  # another rank caught it
             self.received = self.stop_signal if stop else self.signals[0]
         path = self.checkpoint.save(trainer, module, "last.ckpt")
-        self.saved, self.saved_path, self.saved_kimg = True, path, module.cur_kimg
+        self.saved_path, self.saved_kimg = path, module.cur_kimg
         trainer.should_stop = True
         log.warning("saved %s at %.3f kimg; stopping%s", path, module.cur_kimg, "" if stop else " for the requeue")
 
     def on_train_end(self, trainer, module) -> None:
-        if self.received is not None and not self.saved:  # caught after the last step: its final save holds it
+        if self.received is not None and self.saved_path is None:  # caught after the last step: its final save holds it
             self.saved_path, self.saved_kimg = self.checkpoint.dirpath / "last.ckpt", module.cur_kimg
 
     def stop_message(self) -> str:
