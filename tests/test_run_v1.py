@@ -1,0 +1,89 @@
+"""A run folder written before the experiment layer (tests/fixtures/run_v1/) still loads, evaluates,
+generates and resumes, and the same command trains the same weights bit for bit on the CPU.
+
+tests/fixtures/make_run_v1.py wrote the folder with the code of commit 653fc40 through the real
+entry points, and kept in expected.json what its eval and generate computed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from runhelpers import REPO, run_tool
+
+FIXTURE = REPO / "tests" / "fixtures" / "run_v1"
+EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
+
+
+@pytest.fixture
+def old_run(tmp_path, demo_root) -> Path:
+    """A copy of the fixture run whose manifest points at this session's demo set (the same 5 subjects)."""
+    run = tmp_path / "old_run"
+    shutil.copytree(FIXTURE, run)
+    manifest = run / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace(EXPECTED["DATA_ROOT"], str(demo_root)))
+    return run
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from braingan.checkpoint import read_checkpoint
+
+    return read_checkpoint(path)["state_dict"]
+
+
+@pytest.mark.slow
+def test_old_run_evaluates_as_before(old_run, tmp_path):
+    out = tmp_path / "eval"
+    proc = run_tool("eval", [f"ckpt={old_run / 'checkpoints' / 'last.ckpt'}", f"cache_dir={tmp_path / 'cache'}",
+                             f"out={out}", *EXPECTED["eval"]], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for part in ("metrics", "floor"):
+        for key, value in EXPECTED["metrics"][part].items():
+            assert metrics[part][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (part, key)
+
+
+@pytest.mark.slow
+def test_old_run_generates_the_same_images(old_run, tmp_path):
+    out = tmp_path / "generate"
+    proc = run_tool("generate", [f"ckpt={old_run / 'checkpoints' / 'last.ckpt'}", f"out={out}", *EXPECTED["generate"]],
+                    cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "images").glob("*.png"))}
+    found["grid.png"] = hashlib.sha256((out / "grid.png").read_bytes()).hexdigest()
+    assert found == EXPECTED["images"]
+
+
+@pytest.mark.slow
+def test_the_same_command_trains_the_same_weights(tmp_path, demo_root):
+    run = tmp_path / "run"
+    proc = run_tool("train", EXPECTED["train"] + [f"dataset.root={demo_root}", f"dataset.cache_dir={tmp_path / 'cache'}",
+                                                  f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    new, old = _weights(run / "checkpoints" / "last.ckpt"), _weights(FIXTURE / "checkpoints" / "last.ckpt")
+    assert sorted(new) == sorted(old)
+    differ = [k for k in old if not torch.equal(new[k], old[k])]
+    assert not differ, f"{len(differ)} of {len(old)} tensors differ, e.g. {differ[:3]}"
+
+
+@pytest.mark.slow
+def test_make_resume_continues_the_old_run(old_run, tmp_path, demo_root):
+    # make resume = braingan.train resume=last: the newest last.ckpt under ./outputs.
+    (tmp_path / "outputs").mkdir()
+    shutil.move(old_run, tmp_path / "outputs" / "old_run")
+    run = tmp_path / "outputs" / "old_run"
+    before = (run / ".hydra" / "overrides.yaml").read_text()
+    proc = run_tool("train", ["resume=last", "kimg=0.024", f"dataset.root={demo_root}",
+                              f"dataset.cache_dir={tmp_path / 'cache'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from braingan.checkpoint import read_checkpoint
+
+    state = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert state["braingan"]["cur_nimg"] == 24
+    assert state["hyper_parameters"]["net"]["z_dim"] == 8  # the run's own micro model, replayed from its overrides
+    assert before.splitlines()[:4] == (run / ".hydra" / "overrides.yaml").read_text().splitlines()[:4]
