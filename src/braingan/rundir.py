@@ -1,0 +1,188 @@
+"""The layout of a run folder and of `outputs/`: the one module that knows where a run keeps what.
+
+    outputs/                              OUTPUTS: every run of this working directory
+      <date>/<time>/                      a run started by `make train` (Hydra's run folder)
+      multirun/<date>/<time>/<n>/         point n of a sweep (`make sweep`), SWEEPS
+      slurm/<job id>/                     a run inside a SLURM batch job (survives a requeue)
+      bench/, guard/                      `make bench` / `make guard` results (not runs)
+    <run>/
+      .hydra/{config,hydra,overrides}.yaml  the composed settings and the command line's overrides
+      checkpoints/last.ckpt               refreshed every schedule.last_kimg, at the end and on a stop
+      checkpoints/kimg_<kimg>.ckpt        kept every schedule.snapshot_kimg
+      checkpoints/best_fid.ckpt           the best FID so far (schedule.fid_kimg)
+      tb/                                 TensorBoard event files
+      samples/                            reals.png and fakes_<kimg>.png
+      manifest.csv                        every slice the run read, with its subject and split
+      train.log                           the run's log
+      eval/                               metrics.json of `make eval`, audit.json of `make audit`
+      generate/                           what `make generate` renders
+
+Nothing here reads a checkpoint or knows Hydra: `checkpoint.py` owns the file format and
+`experiment/resume.py` the continue/resume policy. This module only needs the standard library.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .utils.errors import MissingFileError
+
+OUTPUTS = Path("outputs")  # relative to the working directory, as Hydra's run folders are
+SWEEPS = OUTPUTS / "multirun"
+SLURM_RUNS = OUTPUTS / "slurm"
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+BEST_FID = "best_fid.ckpt"
+SNAPSHOT_PREFIX = "kimg_"
+SNAPSHOT_GLOB = f"{SNAPSHOT_PREFIX}*.ckpt"
+HYDRA_SUBDIR = ".hydra"
+RUN_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes into HYDRA_SUBDIR
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run folder: where each of its files lives (nothing is created or read here)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(os.path.expanduser(str(self.path))))
+
+    @classmethod
+    def of_checkpoint(cls, ckpt: str | os.PathLike) -> "RunDir":
+        """The run a checkpoint belongs to: <run>/checkpoints/x.ckpt -> <run>; a loose file -> its folder."""
+        ckpt = Path(ckpt).expanduser().resolve()
+        return cls(ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent)
+
+    @staticmethod
+    def in_run(ckpt: str | os.PathLike) -> bool:
+        """Whether a checkpoint file lies in a run's checkpoints/ folder (where its siblings are snapshots)."""
+        return Path(ckpt).parent.name == CHECKPOINTS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / LAST
+
+    @property
+    def best_fid(self) -> Path:
+        return self.checkpoints / BEST_FID
+
+    def snapshot(self, tag: str) -> Path:
+        """checkpoints/kimg_<tag>.ckpt (`tag` from utils.io.kimg_tag)."""
+        return self.checkpoints / snapshot_name(tag)
+
+    def snapshots(self) -> list[Path]:
+        """The kept snapshots, oldest first (their kimg tags sort in time order)."""
+        return sorted(self.checkpoints.glob(SNAPSHOT_GLOB))
+
+    @property
+    def hydra(self) -> Path:
+        return self.path / HYDRA_SUBDIR
+
+    @property
+    def config(self) -> Path:
+        return self.hydra / "config.yaml"
+
+    @property
+    def hydra_config(self) -> Path:
+        return self.hydra / "hydra.yaml"
+
+    @property
+    def overrides(self) -> Path:
+        return self.hydra / "overrides.yaml"
+
+    @property
+    def tb(self) -> Path:
+        return self.path / "tb"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.csv"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def eval(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def metrics(self) -> Path:
+        return self.eval / "metrics.json"
+
+    @property
+    def generate(self) -> Path:
+        return self.path / "generate"
+
+    def existing_last(self) -> Path | None:
+        """checkpoints/last.ckpt when the folder already holds a run (a requeued job), else None."""
+        return self.last if self.last.is_file() else None
+
+    def is_run(self) -> bool:
+        """Whether Hydra started a run here (its overrides.yaml exists)."""
+        return self.overrides.is_file()
+
+
+def snapshot_name(tag: str) -> str:
+    return f"{SNAPSHOT_PREFIX}{tag}.ckpt"
+
+
+def snapshot_tag(path: str | os.PathLike) -> str | None:
+    """The kimg tag of a snapshot file name (kimg_000128.ckpt -> '000128'), else None."""
+    stem = Path(path).stem
+    return stem[len(SNAPSHOT_PREFIX):] if stem.startswith(SNAPSHOT_PREFIX) else None
+
+
+def newest_last_checkpoint(root: str | os.PathLike = OUTPUTS, setting: str = "ckpt") -> Path:
+    """The most recently written <run>/checkpoints/last.ckpt below `root` (`setting` names the key in the error)."""
+    root = Path(root)
+    found = sorted(root.glob(f"**/{CHECKPOINTS}/{LAST}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise MissingFileError(
+            f"{setting}=last: no {root}/**/{CHECKPOINTS}/{LAST} under {Path.cwd()}; pass {setting}=<file>"
+        )
+    return found[-1]
+
+
+def newest_run(root: str | os.PathLike = OUTPUTS) -> Path:
+    """The most recently started run folder below `root` (the one whose .hydra/overrides.yaml is newest)."""
+    root = Path(root)
+    found = sorted(root.glob(f"**/{HYDRA_SUBDIR}/overrides.yaml"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise MissingFileError(f"no training run under {root.resolve()}; pass run=<run folder>")
+    return found[-1].parent.parent
+
+
+def newest_sweep(root: str | os.PathLike = SWEEPS) -> Path:
+    """The newest sweep folder, <root>/<date>/<time>."""
+    root = Path(root)
+    found = sorted(p for p in root.glob("*/*") if p.is_dir())
+    if not found:
+        raise MissingFileError(f"no sweep under {root}; pass the sweep folder (outputs/multirun/<date>/<time>)")
+    return found[-1]
+
+
+def sweep_runs(sweep: str | os.PathLike) -> list[Path]:
+    """The run folders of a sweep (<sweep>/<n>/ holding .hydra/overrides.yaml), in job order."""
+    runs = [p.parent.parent for p in Path(sweep).glob(f"*/{HYDRA_SUBDIR}/overrides.yaml")]
+    return sorted(runs, key=lambda p: (int(p.name) if p.name.isdigit() else 10**9, p.name))
+
+
+def slurm_run(job: str) -> Path:
+    """outputs/slurm/<job id>: where a SLURM batch job (and its requeues) writes its run."""
+    return SLURM_RUNS / job
+
+
+def tool_output(tool: str, stamp: str, suffix: str = "") -> Path:
+    """outputs/<tool>/<stamp><suffix>: where `make bench` and `make guard` put results that are not runs."""
+    return OUTPUTS / tool / f"{stamp}{suffix}"
