@@ -63,6 +63,7 @@ def close(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01
 
 
+@pytest.mark.slow
 def test_images_native_size_deterministic_and_per_class(adni_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "a"
     run_main([f"ckpt={adni_ckpt}", f"out={out}", "what=[images]", "seeds=0-2", "class_name=AD"], monkeypatch)
@@ -87,6 +88,7 @@ def test_images_native_size_deterministic_and_per_class(adni_ckpt: Path, tmp_pat
     assert np.abs(ad - nc).mean() > 1  # the class changes the image
 
 
+@pytest.mark.slow
 def test_unknown_class_and_bad_values_are_one_line_errors(adni_ckpt: Path, demo_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     base = [f"ckpt={adni_ckpt}", f"out={tmp_path / 'x'}", "what=[images]", "seeds=[0]"]
     assert main_error([*base, "class_name=MCI"], monkeypatch) == (
@@ -102,6 +104,7 @@ def test_unknown_class_and_bad_values_are_one_line_errors(adni_ckpt: Path, demo_
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_grid_interpolation_and_style_mixing(adni_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "gen"
     mp4 = generate_module.mp4_writer_available()
@@ -140,6 +143,7 @@ def test_grid_interpolation_and_style_mixing(adni_ckpt: Path, tmp_path: Path, mo
     assert np.abs(coarse - seed[7]).mean() > 1 and np.abs(coarse - seed[5]).mean() > 1
 
 
+@pytest.mark.slow
 def test_embedding_pca_and_projector(adni_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "emb"
     run_main([f"ckpt={adni_ckpt}", f"out={out}", "what=[embedding]", "embedding.samples=40", "embedding.seed=3"], monkeypatch)
@@ -162,6 +166,7 @@ def test_embedding_pca_and_projector(adni_ckpt: Path, tmp_path: Path, monkeypatc
     assert (projector / "00000" / "w" / "metadata.tsv").read_text().split() == ["AD"] * 40 + ["NC"] * 40
 
 
+@pytest.mark.slow
 def test_unconditional_demo_with_defaults_writes_no_run_folder(demo_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     """ckpt=last and out=<run>/generate by default; the tool leaves no Hydra folder or log behind."""
     run = tmp_path / "outputs" / "2026-01-01" / "12-00-00"

@@ -11,6 +11,7 @@ from braingan.train import train
 from runhelpers import compose, tiny_overrides
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_tiny_run_on_gpu(tmp_path, demo_root, precision):

@@ -18,6 +18,7 @@ from runhelpers import compose, tiny_overrides
 TAGS = ("Loss/G", "Loss/D", "Loss/r1_penalty", "Loss/pl_penalty", "Loss/path_length", "D/real", "D/fake")
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
 def test_one_kimg_at_256_is_finite(tmp_path, demo_root, precision, record_property):

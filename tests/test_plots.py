@@ -55,6 +55,7 @@ def main_error(args: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
     return one_line_exit(lambda: run_main(args, monkeypatch), "plots")
 
 
+@pytest.mark.slow
 def test_one_png_per_group_of_logged_tags(run: Path, monkeypatch) -> None:
     tags = logged_tags(run)
     assert {"Loss/G", "Loss/D", "Loss/r1_penalty", "Loss/path_length", "D/real", "D/fake", "ADA/p", "Metrics/fid50k_full"} <= set(tags)
@@ -68,6 +69,7 @@ def test_one_png_per_group_of_logged_tags(run: Path, monkeypatch) -> None:
     assert Image.open(run / "plots" / "metrics.png").size[1] == pytest.approx(one_row, abs=2)
 
 
+@pytest.mark.slow
 def test_smoothing_changes_the_curves_and_is_checked(run: Path, tmp_path: Path, monkeypatch) -> None:
     run_main([f"run={run}", f"out={tmp_path / 'raw'}", "smoothing=0"], monkeypatch)
     run_main([f"run={run}", f"out={tmp_path / 'smooth'}", "smoothing=0.9"], monkeypatch)
@@ -82,6 +84,7 @@ def test_smooth_is_tensorboards_debiased_ema() -> None:
     np.testing.assert_allclose(plots_module.smooth(np.array([4.0, np.nan, 2.0]), 0.0), [4.0, np.nan, 2.0])
 
 
+@pytest.mark.slow
 def test_newest_run_by_default_and_errors(run: Path, tmp_path: Path, monkeypatch) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -104,6 +104,7 @@ def slices_by_case(output: Path) -> dict[tuple[str, str], list[int]]:
     return {key: sorted(value) for key, value in found.items()}
 
 
+@pytest.mark.slow
 def test_make_prepare_writes_the_oasis_layout(raw: Path, tmp_path: Path) -> None:
     """`make prepare ARGS=...` -> python -m braingan.prepare, with the default settings."""
     output = tmp_path / "png"

@@ -138,6 +138,7 @@ def test_report_of_a_sweep(tmp_path):
     assert saved[1]["fid_tb"] == "" and saved[0]["overrides"] == "trainer=cpu model=tiny kimg=0.5 model.r1_gamma=0.5"
 
 
+@pytest.mark.slow
 def test_cli_defaults_to_the_newest_sweep(tmp_path):
     for stamp, gamma in (("2026-01-01/09-00-00", "1"), ("2026-01-02/08-00-00", "2")):
         make_run(tmp_path / "outputs" / "multirun" / stamp, "0", [f"model.r1_gamma={gamma}"], cur_nimg=100)

@@ -157,6 +157,7 @@ def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(tmp_path, demo_ro
     assert max(e.value for e in acc.Scalars("Progress/nonfinite_steps")) >= 1
 
 
+@pytest.mark.slow
 def test_bf16_mixed_trains_with_finite_losses(tmp_path, demo_root):
     run = train(compose(tiny_overrides(tmp_path, demo_root, 0.032, **{"trainer.precision": "bf16-mixed"})))
     acc = _events(run)

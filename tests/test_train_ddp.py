@@ -124,6 +124,7 @@ def test_strategy_choice():
         build_strategy(OmegaConf.create({"devices": 2, "num_nodes": 1, "accelerator": "cpu", "strategy": "fsdp"}))
 
 
+@pytest.mark.slow
 def test_a_folder_continues_only_the_same_run(full_run, tmp_path):
     """A requeued job continues its folder; a run with other settings is refused there."""
     saved = load_checkpoint(full_run / "checkpoints" / "last.ckpt")["braingan"]["run_config"]

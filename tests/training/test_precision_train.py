@@ -90,6 +90,7 @@ def test_lightning_initial_loss_scale_overflows_the_inner_fp16_gradient():
 # Acceptance: the real entry point under bf16-mixed
 
 
+@pytest.mark.slow
 def test_bf16_mixed_entry_point_trains_with_finite_losses_and_weights(tmp_path, demo_root):
     """`python -m braingan.train trainer=cpu trainer.precision=bf16-mixed ...`: R1 and path length both run."""
     run = tmp_path / "run"
