@@ -33,23 +33,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .checkpoint import load_data_info, load_generator
-from .utils.device import resolve_device
-from . import cli, conf_utils
+from . import cli
+from .checkpoint import load_generator, read_info
 from .conf_utils import CONF_DIR
 from .data.fit import Geometry
 from .nn.synthesis import Generator
-from .utils.errors import UsageError
+from .reporting.figures import scatter_embedding
+from .rundir import OUTPUTS, RunDir, newest_last_checkpoint
 from .utils.animation import interpolation_path, mp4_writer_available, save_gif, save_mp4
+from .utils.device import resolve_device
+from .utils.errors import MissingFileError, UsageError
 from .utils.images import save_image, to_uint8
 
 log = logging.getLogger(__name__)
 
 MODES = ("images", "grid", "interp", "mixing", "embedding")
-
-
-class GenerateError(UsageError):
-    """A usage problem, reported in one line."""
 
 
 @dataclass
@@ -96,9 +94,9 @@ def parse_seeds(value) -> list[int]:
         elif re.fullmatch(r"\d+", text):
             seeds.append(int(text))
         else:
-            raise GenerateError(f"seeds={value}: '{text}' is not a seed (0 <= s < 2^32) or an increasing range like 0-63")
+            raise UsageError(f"seeds={value}: '{text}' is not a seed (0 <= s < 2^32) or an increasing range like 0-63")
     if not seeds or max(seeds) >= 2**32:
-        raise GenerateError(f"seeds={value}: need at least one seed, each below 2^32")
+        raise UsageError(f"seeds={value}: need at least one seed, each below 2^32")
     return list(dict.fromkeys(seeds))
 
 
@@ -107,19 +105,19 @@ def pick_classes(G: Generator, class_names: list[str], class_name, class_index) 
     if G.c_dim == 0:
         if class_name is not None or class_index is not None:
             trained = f" (trained on the single class {class_names[0]})" if class_names else ""
-            raise GenerateError(f"this model is unconditional{trained}; leave class_name and class_index unset")
+            raise UsageError(f"this model is unconditional{trained}; leave class_name and class_index unset")
         return [(None, "")]
     names = class_names if len(class_names) == G.c_dim else [f"class{k}" for k in range(G.c_dim)]
     listing = ", ".join(f"{k}={n}" for k, n in enumerate(names))
     label = None
     if class_name is not None:
         if str(class_name) not in names:
-            raise GenerateError(f"class_name={class_name} is not a class of this model; its classes are {listing}")
+            raise UsageError(f"class_name={class_name} is not a class of this model; its classes are {listing}")
         label = names.index(str(class_name))
     if class_index is not None:
         index = int(class_index) if re.fullmatch(r"\d+", str(class_index)) else -1
         if not 0 <= index < G.c_dim or (label is not None and label != index):
-            raise GenerateError(f"class_index={class_index} does not fit this model's classes: {listing}")
+            raise UsageError(f"class_index={class_index} does not fit this model's classes: {listing}")
         label = index
     return [(k, names[k]) for k in range(G.c_dim)] if label is None else [(label, names[label])]
 
@@ -193,7 +191,7 @@ def write_images(r: Renderer, out: Path, seeds: list[int], label: int | None, na
 def write_grid(r: Renderer, out: Path, seeds: list[int], label: int | None, tag: str, opt: GridOptions) -> None:
     n = int(opt.size)
     if n < 1:
-        raise GenerateError(f"grid.size={opt.size} must be at least 1")
+        raise UsageError(f"grid.size={opt.size} must be at least 1")
     chosen = (seeds + list(range(max(seeds) + 1, max(seeds) + 1 + n * n)))[: n * n]
     save_image(tile(r.seeds(chosen, label), n), out / f"grid{tag}.png")
     log.info("wrote %s: seeds %s", out / f"grid{tag}.png", ", ".join(map(str, chosen)))
@@ -201,16 +199,16 @@ def write_grid(r: Renderer, out: Path, seeds: list[int], label: int | None, tag:
 
 def write_interp(r: Renderer, out: Path, label: int | None, tag: str, opt: InterpOptions) -> None:
     if opt.space not in ("w", "z"):
-        raise GenerateError(f"interp.space={opt.space} must be w or z")
+        raise UsageError(f"interp.space={opt.space} must be w or z")
     if opt.mp4 and not mp4_writer_available():
-        raise GenerateError("interp.mp4=true needs an MP4 writer (pip install opencv-python); or set interp.mp4=false")
+        raise UsageError("interp.mp4=true needs an MP4 writer (pip install opencv-python); or set interp.mp4=false")
     keys = r.z(parse_seeds(opt.seeds))  # [K, z_dim]
     if opt.space == "w":
         keys = r.ws(keys, label)  # [K, num_ws, w_dim]
     try:
         path = interpolation_path(keys, int(opt.steps), opt.method, bool(opt.loop))  # [S, steps + 1, ...]
     except ValueError as error:
-        raise GenerateError(f"interp: {error}") from None
+        raise UsageError(f"interp: {error}") from None
     flat = path.flatten(0, 1)
     images = r.images(flat if opt.space == "w" else r.ws(flat, label), desc="interpolation")
     images = images.reshape(*path.shape[:2], *images.shape[1:])  # [S, steps + 1, H, W, C]
@@ -237,7 +235,7 @@ def write_mixing(r: Renderer, out: Path, label: int | None, tag: str, opt: Mixin
     rows, used = [], []
     for name, bounds in dict(opt.ranges).items():
         if not (isinstance(bounds, Sequence) and len(bounds) == 2 and all(isinstance(b, int) for b in bounds)):
-            raise GenerateError(f"mixing.ranges.{name}={bounds} must be [lo, hi], layer resolutions in pixels")
+            raise UsageError(f"mixing.ranges.{name}={bounds} must be [lo, hi], layer resolutions in pixels")
         lo, hi = bounds
         idx = [i for i in range(r.G.num_ws) if lo <= layer_resolution(i, r.G.img_resolution) <= hi]
         if not idx:
@@ -249,7 +247,7 @@ def write_mixing(r: Renderer, out: Path, label: int | None, tag: str, opt: Mixin
             mixed[:, idx] = ws_src[s, idx]
             rows.append(torch.cat([ws_src[s : s + 1], mixed]))
     if not rows:
-        raise GenerateError(f"mixing.ranges={dict(opt.ranges)} select no layers of this {r.G.img_resolution} px model")
+        raise UsageError(f"mixing.ranges={dict(opt.ranges)} select no layers of this {r.G.img_resolution} px model")
     images = r.images(torch.cat([ws_dst[:1], ws_dst, *rows]), desc="style mixing")
     images[0] = 0  # the empty corner
     save_image(tile(images, 1 + len(rows)), out / f"mixing{tag}.png")
@@ -275,11 +273,9 @@ def umap_available() -> bool:
 
 
 def write_embedding(r: Renderer, out: Path, classes: list[tuple[int | None, str]], opt: EmbeddingOptions) -> None:
-    from .plots import scatter_embedding
-
     n = int(opt.samples)
     if n < 2:
-        raise GenerateError(f"embedding.samples={opt.samples} must be at least 2")
+        raise UsageError(f"embedding.samples={opt.samples} must be at least 2")
     rng = np.random.RandomState(int(opt.seed))
     ws, labels = [], []
     for label, _ in classes:
@@ -316,16 +312,18 @@ def write_embedding(r: Renderer, out: Path, classes: list[tuple[int | None, str]
 
 
 def default_out(ckpt: Path) -> Path:
-    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run / "generate"
+    """<run>/generate of the checkpoint's run (<run>/checkpoints/x.ckpt), or generate/ beside a loose file."""
+    return RunDir.of_checkpoint(ckpt).generate
 
 
 def resolve_ckpt(ckpt) -> Path:
-    """conf_utils.resolve_ckpt, with its errors as usage errors (one line, no traceback)."""
-    try:
-        return conf_utils.resolve_ckpt(ckpt)
-    except FileNotFoundError as error:
-        raise GenerateError(str(error)) from None
+    """ckpt=null or 'last' -> the newest outputs/**/checkpoints/last.ckpt; else that file, which must exist."""
+    if ckpt in (None, "", "last"):
+        return newest_last_checkpoint(OUTPUTS, setting="ckpt")
+    path = Path(str(ckpt)).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"ckpt={ckpt}: no such checkpoint file")
+    return path
 
 
 def generate(
@@ -351,21 +349,21 @@ def generate(
     what = [what] if isinstance(what, str) else list(what)
     unknown = [m for m in what if m not in MODES]
     if unknown or not what:
-        raise GenerateError(f"what={what}: choose from {', '.join(MODES)}")
+        raise UsageError(f"what={what}: choose from {', '.join(MODES)}")
     if noise_mode not in ("const", "random", "none"):
-        raise GenerateError(f"noise_mode={noise_mode} must be const, random or none")
+        raise UsageError(f"noise_mode={noise_mode} must be const, random or none")
     if which not in ("G_ema", "G"):
-        raise GenerateError(f"which={which} must be G_ema or G")
+        raise UsageError(f"which={which} must be G_ema or G")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise GenerateError(f"device={device} but no CUDA device is visible; use device=auto or cpu")
+        raise UsageError(f"device={device} but no CUDA device is visible; use device=auto or cpu")
     seed_list = parse_seeds(seeds)
     path = resolve_ckpt(ckpt)
     out = Path(out).expanduser() if out not in (None, "") else default_out(path)
     device = resolve_device(device)
+    info = read_info(path)  # classes and native size; names a file that is not a checkpoint before unpickling it
     G = load_generator(path, which).to(device)
-    info = load_data_info(path)
-    classes = pick_classes(G, info["class_names"], class_name, class_index)
-    r = Renderer(G, info["geometry"], psi, truncation_cutoff, noise_mode, batch, progress)
+    classes = pick_classes(G, info.class_names, class_name, class_index)
+    r = Renderer(G, info.geometry, psi, truncation_cutoff, noise_mode, batch, progress)
     opts = [kind(**(o or {})) if o is None or isinstance(o, Mapping) else o for o, kind in
             ((grid, GridOptions), (interp, InterpOptions), (mixing, MixingOptions), (embedding, EmbeddingOptions))]
     out.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .bench import _sig, with_defaults
 from . import cli
 from .conf_utils import CONF_DIR, normalize_overrides, register_resolvers
-from .plots import _figure, _save, event_dir, read_scalars, smooth
+from .reporting.figures import figure, save_figure
+from .reporting.tensorboard import event_dir, read_scalars, smooth
 from .train import build_configs, requested_processes, train
 from .utils.errors import UsageError
 from .utils.io import atomic_path, unused_path
@@ -112,7 +113,7 @@ def plot_overlay(
     smoothing: float,
     dpi: int = 100,
 ) -> None:
-    fig, axes = _figure(len(tags))
+    fig, axes = figure(len(tags))
     for ax, tag in zip(axes, tags):
         for k, name in enumerate(RUNS):
             if tag not in scalars[name]:
@@ -132,7 +133,7 @@ def plot_overlay(
         ax.set_xlabel("training time (kimg)")
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(fig, path, dpi)
+    save_figure(fig, path, dpi)
 
 
 def speed_settings(cfg: DictConfig) -> dict:

@@ -23,6 +23,7 @@ Nothing here reads a checkpoint or knows Hydra: `checkpoint.py` owns the file fo
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,11 @@ BEST_FID = "best_fid.ckpt"
 SNAPSHOT_PREFIX = "kimg_"
 SNAPSHOT_GLOB = f"{SNAPSHOT_PREFIX}*.ckpt"
 HYDRA_SUBDIR = ".hydra"
-RUN_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes into HYDRA_SUBDIR
+OVERRIDES = "overrides.yaml"  # the command line's overrides in HYDRA_SUBDIR: the marker of a run
+RUN_FILES = ("config.yaml", "hydra.yaml", OVERRIDES)  # what Hydra writes into HYDRA_SUBDIR
+TB = "tb"
+EVENTS = "events.out.tfevents.*"  # TensorBoard's event files in TB
+NOT_RUNS = ("guard",)  # folders of OUTPUTS whose training runs are a tool's (make guard's pairs), not runs of their own
 
 
 @dataclass(frozen=True)
@@ -94,11 +99,11 @@ class RunDir:
 
     @property
     def overrides(self) -> Path:
-        return self.hydra / "overrides.yaml"
+        return self.hydra / OVERRIDES
 
     @property
     def tb(self) -> Path:
-        return self.path / "tb"
+        return self.path / TB
 
     @property
     def samples(self) -> Path:
@@ -155,27 +160,42 @@ def newest_last_checkpoint(root: str | os.PathLike = OUTPUTS, setting: str = "ck
 
 
 def newest_run(root: str | os.PathLike = OUTPUTS) -> Path:
-    """The most recently started run folder below `root` (the one whose .hydra/overrides.yaml is newest)."""
+    """The training run below `root` whose TensorBoard event file (tb/events.out.tfevents.*) was written last.
+
+    Folders of `make guard` (<root>/guard/: its paired runs are not training runs) are skipped.
+    """
     root = Path(root)
-    found = sorted(root.glob(f"**/{HYDRA_SUBDIR}/overrides.yaml"), key=lambda p: p.stat().st_mtime)
+    tools = [(root / tool).resolve() for tool in NOT_RUNS]
+    found = sorted((p for p in root.glob(f"**/{TB}/{EVENTS}") if not any(p.resolve().is_relative_to(t) for t in tools)),
+                   key=lambda p: p.stat().st_mtime)
     if not found:
-        raise MissingFileError(f"no training run under {root.resolve()}; pass run=<run folder>")
+        raise MissingFileError(
+            f"run=last: no training run with TensorBoard event files under {root.resolve()}; pass run=<run folder>"
+        )
     return found[-1].parent.parent
 
 
 def newest_sweep(root: str | os.PathLike = SWEEPS) -> Path:
-    """The newest sweep folder, <root>/<date>/<time>."""
+    """The newest sweep folder, <root>/<date>/<time> (Hydra's sweep folders sort by name in time order)."""
     root = Path(root)
     found = sorted(p for p in root.glob("*/*") if p.is_dir())
     if not found:
-        raise MissingFileError(f"no sweep under {root}; pass the sweep folder (outputs/multirun/<date>/<time>)")
+        raise MissingFileError(
+            f"no sweep folder under {root.resolve()}/<date>/<time>; pass the sweep folder (sweep=<folder>)"
+        )
     return found[-1]
 
 
 def sweep_runs(sweep: str | os.PathLike) -> list[Path]:
-    """The run folders of a sweep (<sweep>/<n>/ holding .hydra/overrides.yaml), in job order."""
-    runs = [p.parent.parent for p in Path(sweep).glob(f"*/{HYDRA_SUBDIR}/overrides.yaml")]
-    return sorted(runs, key=lambda p: (int(p.name) if p.name.isdigit() else 10**9, p.name))
+    """The run folders anywhere below `sweep` (those holding .hydra/overrides.yaml), in job-number order
+    (natural order of their paths below `sweep`: 2 before 10)."""
+    sweep = Path(sweep)
+    runs = [p.parent.parent for p in sweep.glob(f"**/{HYDRA_SUBDIR}/{OVERRIDES}")]
+    return sorted(runs, key=lambda p: _natural_key(p.relative_to(sweep)))
+
+
+def _natural_key(path: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
 
 
 def slurm_run(job: str) -> Path:

@@ -1,7 +1,7 @@
-"""Entry point: `python -m braingan.sweep_report [SWEEP_DIR]` (what `make sweep-report` runs).
+"""Entry point: `python -m braingan.sweep_report [SWEEP_DIR | sweep=SWEEP_DIR] [csv=PATH]` (`make sweep-report`).
 
 One table over the runs of a Hydra multirun sweep (e.g. `make sweep`): every folder below
-SWEEP_DIR that holds `.hydra/overrides.yaml` is a run. Columns:
+SWEEP_DIR that holds `.hydra/overrides.yaml` is a run (`rundir.sweep_runs`). Columns:
 
     run           the run folder, relative to the sweep folder (Hydra's job number)
     <key>...      one column per override that differs between the runs
@@ -13,62 +13,47 @@ SWEEP_DIR that holds `.hydra/overrides.yaml` is a run. Columns:
     status        see `run_status`
     overrides     the run's full command-line overrides
 
-The table is printed and written to SWEEP_DIR/sweep_report.csv. Without SWEEP_DIR: the newest
-sweep under outputs/multirun/<date>/<time>. For SLURM sweeps the status reads `squeue` and the
+The table is printed and written to SWEEP_DIR/sweep_report.csv (or csv=). Without SWEEP_DIR: the
+newest sweep under outputs/multirun/<date>/<time>. Hydra composes conf/sweep_report.yaml; a bare
+first argument is the sweep folder (`make sweep-report DIR=...` passes it so). For SLURM sweeps the status reads `squeue` and the
 submitit files of the run's job (<sweep>/.submitit/<job id>/: log and result pickle). The
 result pickle is unpickled, so only report on sweeps you (or your jobs) wrote.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import math
 import pickle
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from .utils.errors import UsageError
+import hydra
+from omegaconf import DictConfig
+
+from . import cli
+from .conf_utils import CONF_DIR
+from .reporting.tables import cell, fixed_width
+from .reporting.tensorboard import event_dir, read_scalars
+from .rundir import RunDir, newest_sweep, sweep_runs
+from .utils.errors import MissingFileError
 from .utils.io import atomic_path
 
 CSV_NAME = "sweep_report.csv"
-RUN_MARKER = Path(".hydra") / "overrides.yaml"
 QUEUE_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESIZING"}
 QUEUE_WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 
 
-class SweepReportError(UsageError):
-    """A usage problem, reported in one line."""
-
-
-# ---------------------------------------------------------------- finding runs and overrides
-
-def _natural_key(path: Path) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
-
-
-def find_runs(sweep: Path) -> list[Path]:
-    """Run folders below `sweep` (those holding .hydra/overrides.yaml), in job-number order."""
-    runs = [p.parent.parent for p in sweep.glob(f"**/{RUN_MARKER.as_posix()}")]
-    return sorted(runs, key=lambda p: _natural_key(p.relative_to(sweep)))
-
-
-def newest_sweep(root: str | Path = "outputs/multirun") -> Path:
-    """The newest <root>/<date>/<time> folder (Hydra's default sweep folders sort by name in time order)."""
-    found = sorted(p for p in Path(root).glob("*/*") if p.is_dir())
-    if not found:
-        raise SweepReportError(f"no sweep folder under {Path(root).resolve()}/<date>/<time>; pass the sweep folder")
-    return found[-1]
-
+# ---------------------------------------------------------------- overrides
 
 def read_overrides(run: Path) -> list[str]:
     """The run's command-line overrides, as Hydra saved them."""
     from omegaconf import OmegaConf
 
-    return [str(o) for o in OmegaConf.load(run / RUN_MARKER)]
+    return [str(o) for o in OmegaConf.load(RunDir(run).overrides)]
 
 
 def split_override(override: str) -> tuple[str, str]:
@@ -92,7 +77,7 @@ def checkpoint_kimg(run: Path) -> float | None:
     """kimg stored in <run>/checkpoints/last.ckpt; None when there is none (or it cannot be read)."""
     from .checkpoint import checkpoint_kimg as stored_kimg
 
-    path = run / "checkpoints" / "last.ckpt"
+    path = RunDir(run).last
     if not path.is_file():
         return None
     try:
@@ -102,12 +87,10 @@ def checkpoint_kimg(run: Path) -> float | None:
 
 
 def tb_scalars(run: Path) -> dict:
-    """tag -> (steps, values) from <run>/tb (the reader of `make plots`); {} without event files."""
-    from .plots import PlotsError, event_dir, read_scalars
-
+    """tag -> (steps, values) from <run>/tb (reporting.tensorboard, as `make plots` reads them); {} without event files."""
     try:
         return read_scalars(event_dir(run))
-    except PlotsError:
+    except MissingFileError:
         return {}
 
 
@@ -129,7 +112,7 @@ def last_fid(scalars: dict) -> float | None:
 
 def eval_fid(run: Path) -> float | None:
     """FID in <run>/eval/metrics.json (written by `make eval`)."""
-    path = run / "eval" / "metrics.json"
+    path = RunDir(run).metrics
     try:
         return float(json.loads(path.read_text())["metrics"]["fid"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -141,7 +124,7 @@ def target_kimg(run: Path) -> float | None:
     from omegaconf import OmegaConf
 
     try:
-        return float(OmegaConf.load(run / ".hydra" / "config.yaml")["kimg"])
+        return float(OmegaConf.load(RunDir(run).config)["kimg"])
     except Exception:
         return None
 
@@ -153,7 +136,7 @@ def job_id(run: Path) -> str | None:
     from omegaconf import OmegaConf
 
     try:
-        value = OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.job.get("id")
+        value = OmegaConf.load(RunDir(run).hydra_config).hydra.job.get("id")
     except Exception:
         return None
     value = None if value is None else str(value)
@@ -274,9 +257,10 @@ def run_status(
 
 def collect(sweep: Path) -> tuple[list[str], list[dict]]:
     """(varying override keys, one row dict per run)."""
-    runs = find_runs(sweep)
+    runs = sweep_runs(sweep)
     if not runs:
-        raise SweepReportError(f"no run folders (with {RUN_MARKER}) below {sweep}")
+        raise MissingFileError(f"sweep={sweep}: no run folders (<n>/.hydra/overrides.yaml) below it; pass a sweep folder "
+                               "(outputs/multirun/<date>/<time>)")
     overrides = [read_overrides(run) for run in runs]
     keys = varying_keys(overrides)
     jobs = [job_id(run) for run in runs]
@@ -308,31 +292,14 @@ def collect(sweep: Path) -> tuple[list[str], list[dict]]:
     return keys, rows
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return f"{value:.3f}" if abs(value) < 1e4 else f"{value:.4g}"
-    return str(value)
-
-
 TABLE_COLUMNS = ("kimg", "target", "loss_G", "loss_D", "fid_tb", "fid_eval", "status", "job")
+NUMERIC = {"kimg", "target", "loss_G", "loss_D", "fid_tb", "fid_eval"}
 
 
 def format_table(keys: list[str], rows: list[dict]) -> str:
     """The printed table: run, varying overrides, progress, losses, FID, status; full overrides last."""
     columns = ["run", *keys, *TABLE_COLUMNS, "overrides"]
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    numeric = {"kimg", "target", "loss_G", "loss_D", "fid_tb", "fid_eval"}
-
-    def line(values: list[str]) -> str:
-        parts = [v.rjust(w) if c in numeric else v.ljust(w) for c, v, w in zip(columns, values, widths)]
-        return "  ".join(parts).rstrip()
-
-    lines = [line(columns)] + [line(r) for r in cells]
+    lines = fixed_width(columns, [[cell(row.get(c)) for c in columns] for row in rows], right=NUMERIC)
     errors = [f"run {row['run']} failed: {row['error']}" for row in rows if row.get("error")]
     return "\n".join(lines + errors)
 
@@ -352,24 +319,31 @@ def sweep_report(sweep: str | Path | None = None, csv_path: str | Path | None = 
     """Builds the table of a sweep folder (None = the newest under outputs/multirun), writes the CSV."""
     sweep = newest_sweep() if sweep in (None, "", "last") else Path(str(sweep)).expanduser()
     if not sweep.is_dir():
-        raise SweepReportError(f"{sweep} is not a folder")
+        raise MissingFileError(f"sweep={sweep} is not a folder; pass a sweep folder (outputs/multirun/<date>/<time>)")
     keys, rows = collect(sweep)
-    out = write_csv(Path(csv_path) if csv_path else sweep / CSV_NAME, keys, rows)
+    out = write_csv(Path(str(csv_path)).expanduser() if csv_path not in (None, "") else sweep / CSV_NAME, keys, rows)
     return f"sweep {sweep}\n" + format_table(keys, rows), out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m braingan.sweep_report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep", nargs="?", default=None,
-                        help="the sweep folder (default: the newest outputs/multirun/<date>/<time>)")
-    parser.add_argument("--csv", default=None, help=f"CSV file to write (default: <sweep>/{CSV_NAME})")
-    args = parser.parse_args(argv)
-    try:
-        table, out = sweep_report(args.sweep, args.csv)
-    except SweepReportError as error:
-        sys.exit(f"sweep_report: {error}")
+def bare_sweep_argument(args: Sequence[str]) -> list[str]:
+    """A first argument that is neither an override (key=value) nor a flag is the sweep folder: DIR -> sweep='DIR'
+    (quoted, so that Hydra reads any path as one string)."""
+    args = list(args)
+    if args and "=" not in args[0] and not args[0].startswith("-"):
+        args[0] = "sweep='" + args[0].replace("'", "\\'") + "'"
+    return args
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="sweep_report", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    with cli.user_errors("sweep_report"):
+        table, out = sweep_report(cfg.sweep, cfg.csv)
     print(table)
     print(f"wrote {out}")
+
+
+def main() -> None:
+    cli.hydra_entry("sweep_report", "sweep_report", _hydra_main, bare_sweep_argument(sys.argv[1:]))
 
 
 if __name__ == "__main__":

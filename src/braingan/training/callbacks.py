@@ -5,10 +5,11 @@ the module's image counter, so the cadences survive a resume unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -16,6 +17,7 @@ import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from ..rundir import LAST, snapshot_name
 from ..utils.images import save_grid
 from ..utils.io import atomic_path, kimg_tag
 
@@ -36,7 +38,8 @@ def _is_last_step(trainer: pl.Trainer) -> bool:
 
 
 class KimgCheckpoint(pl.Callback):
-    """Writes `last.ckpt` every `last_kimg` and at the end, and keeps `kimg_<kimg>.ckpt` every `snapshot_kimg`."""
+    """Writes `last.ckpt` every `last_kimg` and at the end, and keeps `kimg_<kimg>.ckpt` every `snapshot_kimg`
+    (names: rundir.LAST, rundir.snapshot_name)."""
 
     def __init__(self, dirpath: str | Path, snapshot_kimg: float | None, last_kimg: float | None):
         self.dirpath = Path(dirpath)
@@ -48,7 +51,7 @@ class KimgCheckpoint(pl.Callback):
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
         # Every rank takes part (collective under DDP); the strategy writes on rank 0 only.
-        with atomic_path(path) if trainer.is_global_zero else _null_path(path) as tmp:
+        with atomic_path(path) if trainer.is_global_zero else null_path(path) as tmp:
             trainer.save_checkpoint(tmp, weights_only=False)
         module.last_good_ckpt = str(path)
         self._saved_nimg = module.cur_nimg
@@ -58,15 +61,15 @@ class KimgCheckpoint(pl.Callback):
         prev, cur = module.prev_nimg, module.cur_nimg
         snap = crossed_tick(prev, cur, self.snapshot_kimg)
         if snap is not None or crossed_tick(prev, cur, self.last_kimg) is not None or _is_last_step(trainer):
-            last = self.save(trainer, module, "last.ckpt")
+            last = self.save(trainer, module, LAST)
             if snap is not None and trainer.is_global_zero:
-                with atomic_path(self.dirpath / f"kimg_{kimg_tag(snap, self.snapshot_kimg)}.ckpt") as tmp:
+                with atomic_path(self.dirpath / snapshot_name(kimg_tag(snap, self.snapshot_kimg))) as tmp:
                     shutil.copyfile(last, tmp)
 
     def on_train_end(self, trainer, module) -> None:
         # Training also ends on a time limit: keep the final state.
         if self._saved_nimg != module.cur_nimg and module.cur_nimg > 0:
-            self.save(trainer, module, "last.ckpt")
+            self.save(trainer, module, LAST)
 
     def on_exception(self, trainer, module, exception: BaseException) -> None:
         # Ctrl-C on one process: keep the state (consistent between steps). Never after a
@@ -138,17 +141,10 @@ def log_hyperparameters(logger, params: dict, metric_tags: Sequence[str]) -> Non
     writer.flush()
 
 
-class _null_path:
-    """Context manager twin of atomic_path for ranks that do not write."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        return None
+@contextlib.contextmanager
+def null_path(path: str | os.PathLike) -> Iterator[Path]:
+    """The twin of utils.io.atomic_path for ranks that do not write: yields `path` itself and renames nothing."""
+    yield Path(path)
 
 
 class SampleGrids(pl.Callback):

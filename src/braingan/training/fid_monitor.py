@@ -20,8 +20,9 @@ from ..metrics.fid import fid_from_features
 from ..metrics.inception import InceptionFeatures
 from ..metrics.sources import generated_batches, sample_labels
 from ..metrics.stats_cache import load_or_compute
+from ..rundir import BEST_FID
 from ..utils.io import atomic_path
-from .callbacks import _null_path, crossed_tick
+from .callbacks import crossed_tick, null_path
 
 
 class FIDMonitor(pl.Callback):
@@ -97,8 +98,8 @@ class FIDMonitor(pl.Callback):
             trainer.logger.log_metrics({self.tag: fid}, step=module.cur_nimg)
         if fid < self.best:
             self.best = fid
-            path = self.dirpath / "best_fid.ckpt"
+            path = self.dirpath / BEST_FID
             if trainer.is_global_zero:
                 self.dirpath.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) if trainer.is_global_zero else _null_path(path) as tmp:
+            with atomic_path(path) if trainer.is_global_zero else null_path(path) as tmp:
                 trainer.save_checkpoint(tmp)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import pytorch_lightning as pl
 import torch
 
+from ..rundir import LAST
 from ..utils.slurm import slurm_job_id
 from .distributed import all_reduce_sum
 
@@ -99,14 +100,14 @@ class Preemption(pl.Callback):
             self.stop_signal = signal.SIGTERM
         if self.received is None:  # another rank caught it
             self.received = self.stop_signal if stop else self.signals[0]
-        path = self.checkpoint.save(trainer, module, "last.ckpt")
+        path = self.checkpoint.save(trainer, module, LAST)
         self.saved_path, self.saved_kimg = path, module.cur_kimg
         trainer.should_stop = True
         log.warning("saved %s at %.3f kimg; stopping%s", path, module.cur_kimg, "" if stop else " for the requeue")
 
     def on_train_end(self, trainer, module) -> None:
         if self.received is not None and self.saved_path is None:  # caught after the last step: its final save holds it
-            self.saved_path, self.saved_kimg = self.checkpoint.dirpath / "last.ckpt", module.cur_kimg
+            self.saved_path, self.saved_kimg = self.checkpoint.dirpath / LAST, module.cur_kimg
 
     def stop_message(self) -> str:
         """What a stop on `stop_signal` did and how to continue, in one line."""

@@ -1,0 +1,1 @@
+"""Reporting helpers of the entry points: TensorBoard reading, figures, tables, environment facts."""
