@@ -15,6 +15,7 @@ from PIL import Image
 from braingan import generate as generate_module
 from braingan.checkpoint import load_generator
 from braingan.utils.animation import interpolation_path, lerp, slerp
+from braingan.utils.errors import UsageError
 from braingan.train import train
 
 from mri_fixtures import write_adni
@@ -169,10 +170,13 @@ def test_embedding_pca_and_projector(adni_ckpt: Path, tmp_path: Path, monkeypatc
 @pytest.mark.slow
 def test_unconditional_demo_with_defaults_writes_no_run_folder(demo_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     """ckpt=last and out=<run>/generate by default; the tool leaves no Hydra folder or log behind."""
+    monkeypatch.chdir(tmp_path)
+    assert main_error(["what=[images]"], monkeypatch) == (  # no run yet
+        f"generate: ckpt=last: no outputs/**/checkpoints/last.ckpt under {tmp_path}; pass ckpt=<file>"
+    )
     run = tmp_path / "outputs" / "2026-01-01" / "12-00-00"
     (run / "checkpoints").mkdir(parents=True)
     shutil.copyfile(demo_ckpt, run / "checkpoints" / "last.ckpt")
-    monkeypatch.chdir(tmp_path)
     run_main(["what=[images,grid]", "seeds=0-3", "grid.size=2"], monkeypatch)
     out = run / "generate"
     assert sorted(p.name for p in (out / "images").iterdir()) == [f"seed{s:04d}.png" for s in range(4)]
@@ -186,7 +190,7 @@ def test_seed_syntax() -> None:
     parse = generate_module.parse_seeds
     assert parse("0-3") == [0, 1, 2, 3] and parse(5) == [5] and parse(["0-2", 7, "1"]) == [0, 1, 2, 7]
     assert parse("3,1-2") == [3, 1, 2]
-    with pytest.raises(generate_module.GenerateError):
+    with pytest.raises(UsageError, match="'x' is not a seed"):
         parse("x")
 
 

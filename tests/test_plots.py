@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.tensorboard import SummaryWriter
 
 from braingan import plots as plots_module
+from braingan.reporting.tensorboard import smooth
 from braingan.train import train
 
 from runhelpers import compose, one_line_exit, tiny_overrides
@@ -80,8 +81,8 @@ def test_smoothing_changes_the_curves_and_is_checked(run: Path, tmp_path: Path, 
 
 def test_smooth_is_tensorboards_debiased_ema() -> None:
     # last = 0.5 last + 0.5 v, divided by 1 - 0.5^k: 1, (0.25 + 1) / 0.75, (0.625 + 1.5) / 0.875
-    np.testing.assert_allclose(plots_module.smooth(np.array([1.0, 2.0, 3.0]), 0.5), [1.0, 5 / 3, 17 / 7])
-    np.testing.assert_allclose(plots_module.smooth(np.array([4.0, np.nan, 2.0]), 0.0), [4.0, np.nan, 2.0])
+    np.testing.assert_allclose(smooth(np.array([1.0, 2.0, 3.0]), 0.5), [1.0, 5 / 3, 17 / 7])
+    np.testing.assert_allclose(smooth(np.array([4.0, np.nan, 2.0]), 0.0), [4.0, np.nan, 2.0])
 
 
 @pytest.mark.slow
@@ -91,8 +92,10 @@ def test_newest_run_by_default_and_errors(run: Path, tmp_path: Path, monkeypatch
     assert main_error([f"run={empty}"], monkeypatch) == (
         f"plots: no TensorBoard event files in {empty / 'tb'}; run= must be a training run folder (outputs/<date>/<time>)"
     )
+    assert main_error([f"run={tmp_path / 'none'}"], monkeypatch).startswith(f"plots: run={tmp_path / 'none'} is not a folder")
+    assert "smoothingg: no such setting; did you mean smoothing?" in main_error(["smoothingg=0.5"], monkeypatch)
     monkeypatch.chdir(tmp_path)
-    assert "no training run with TensorBoard event files" in main_error([], monkeypatch)
+    assert "plots: run=last: no training run with TensorBoard event files" in main_error([], monkeypatch)
     copy = tmp_path / "outputs" / "2026-01-01" / "12-00-00"
     shutil.copytree(run / "tb", copy / "tb")
     # A newer make guard run is not a training run: run=last skips it.

@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from braingan import sweep_report as sr
+from braingan.reporting.tables import cell, fixed_width
+from braingan.rundir import sweep_runs
 
 from runhelpers import REPO
 
@@ -112,7 +114,7 @@ def test_report_of_a_sweep(tmp_path):
     # A run folder under another level (10 sorts after 2) without any SLURM trace.
     make_run(sweep, "10", common + ["model.r1_gamma=4"])
 
-    assert [p.name for p in sr.find_runs(sweep)] == ["0", "1", "2", "10"]
+    assert [p.name for p in sweep_runs(sweep)] == ["0", "1", "2", "10"]
     keys, rows = sr.collect(sweep)
     assert keys == ["model.r1_gamma"]
     by_run = {r["run"]: r for r in rows}
@@ -138,14 +140,47 @@ def test_report_of_a_sweep(tmp_path):
     assert saved[1]["fid_tb"] == "" and saved[0]["overrides"] == "trainer=cpu model=tiny kimg=0.5 model.r1_gamma=0.5"
 
 
+def test_cells_and_fixed_width_columns():
+    assert [cell(None), cell(0.5), cell(12345.678), cell(float("nan")), cell(3), cell("x"), cell(0.5, ".4g")] == [
+        "-", "0.500", "1.235e+04", "nan", "3", "x", "0.5"]
+    lines = fixed_width(["run", "kimg", "status"], [["0", "0.500", "finished"], ["10", "12.000", "-"]], right={"kimg"})
+    assert lines == ["run    kimg  status", "0     0.500  finished", "10   12.000  -"]
+
+
+def report(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "braingan.sweep_report", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def one_line_exit_2(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("sweep_report: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    return proc.stderr.strip()
+
+
 @pytest.mark.slow
 def test_cli_defaults_to_the_newest_sweep(tmp_path):
     for stamp, gamma in (("2026-01-01/09-00-00", "1"), ("2026-01-02/08-00-00", "2")):
         make_run(tmp_path / "outputs" / "multirun" / stamp, "0", [f"model.r1_gamma={gamma}"], cur_nimg=100)
-    proc = subprocess.run([sys.executable, "-m", "braingan.sweep_report"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = report([], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "2026-01-02/08-00-00" in proc.stdout and "model.r1_gamma=2" in proc.stdout
     assert (tmp_path / "outputs" / "multirun" / "2026-01-02" / "08-00-00" / "sweep_report.csv").is_file()
-    proc = subprocess.run([sys.executable, "-m", "braingan.sweep_report", str(tmp_path / "nothing")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "sweep_report:" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # a tool: no .hydra/, no log file
+    # The sweep as a bare first argument (make sweep-report DIR=...) or as sweep=, the CSV where csv= says.
+    older = tmp_path / "outputs" / "multirun" / "2026-01-01" / "09-00-00"
+    proc = report([str(older), f"csv={tmp_path / 'older.csv'}"], REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert f"sweep {older}" in proc.stdout and (tmp_path / "older.csv").is_file() and not (older / "sweep_report.csv").exists()
+    proc = report([f"sweep={older}"], REPO)
+    assert proc.returncode == 0 and (older / "sweep_report.csv").is_file(), proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_bad_arguments_are_one_line_exit_2(tmp_path):
+    assert one_line_exit_2(report([str(tmp_path / "nothing")], REPO)) == (
+        f"sweep_report: sweep={tmp_path / 'nothing'} is not a folder; pass a sweep folder (outputs/multirun/<date>/<time>)")
+    assert "no run folders" in one_line_exit_2(report([str(tmp_path)], REPO))
+    assert "swep: no such setting; did you mean sweep?" in one_line_exit_2(report(["swep=x"], REPO))
+    assert "unrecognized arguments: --csv" in one_line_exit_2(report(["--csv", "x.csv"], REPO))
+    assert "no sweep folder under" in one_line_exit_2(report([], tmp_path))

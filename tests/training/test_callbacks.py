@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 from braingan.training.callbacks import crossed_tick
 from braingan.utils.io import atomic_path, kimg_tag
@@ -48,3 +49,35 @@ def test_atomic_path_file_has_the_mode_of_a_plain_write(tmp_path):
         os.umask(old)
     mode = lambda name: (tmp_path / name).stat().st_mode & 0o777
     assert mode("atomic.json") == mode("plain.json") == 0o640
+
+
+def test_null_path_hands_the_target_over_and_writes_nothing(tmp_path):
+    from braingan.training.callbacks import null_path
+
+    target = tmp_path / "best_fid.ckpt"
+    with null_path(target) as path:
+        assert path == target
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kimg_checkpoint_writes_last_and_snapshots_under_rundir_names(tmp_path):
+    from types import SimpleNamespace
+
+    from braingan.rundir import RunDir
+    from braingan.training.callbacks import KimgCheckpoint
+
+    run = RunDir(tmp_path / "run")
+    saved = []
+
+    class Trainer:
+        is_global_zero, should_stop, world_size = True, False, 1
+
+        def save_checkpoint(self, path, weights_only=False):
+            saved.append(Path(path).parent)
+            Path(path).write_bytes(b"ckpt")
+
+    module = SimpleNamespace(prev_nimg=0, cur_nimg=64, last_good_ckpt=None)
+    KimgCheckpoint(run.checkpoints, snapshot_kimg=0.064, last_kimg=0.032).on_train_batch_end(Trainer(), module, None, None, 0)
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == sorted([run.last.name, run.snapshot(kimg_tag(0.064, 0.064)).name])
+    assert run.snapshot(kimg_tag(0.064, 0.064)).read_bytes() == b"ckpt" and module.last_good_ckpt == str(run.last)
+    assert saved == [run.checkpoints]  # written beside its target, then renamed
