@@ -10,7 +10,7 @@ CKPT ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench guard
+.PHONY: help install test test-fast lint format train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench guard
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,18 @@ install: $(PY) ## Create .venv and install the pinned requirements and this pack
 
 test: ## Run the test suite (CPU; GPU tests skip without CUDA)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: ## Run the unit tests only (leaves out the slow end-to-end runs)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: ## Check lint, formatting and types (ruff check, ruff format --check, mypy)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy src/braingan
+
+format: ## Format the code and apply ruff's safe fixes
+	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests
 
 train: ## Train (default: demo data; GPU if present, else the CPU preset). ARGS="..." for overrides
 	$(PY) -m braingan.train $(ARGS)
