@@ -10,11 +10,15 @@ import pytorch_lightning as pl
 import torch
 
 from braingan.data.datamodule import SliceDataModule
-from braingan.data.layouts import DatasetError
+from braingan.data.layouts import DatasetError, SliceRecord
 from braingan.data.manifest import read_manifest
 from braingan.data.sampler import InfiniteSampler
-
 from mri_fixtures import write_adni, write_knee_folder, write_oasis
+
+
+def heldout(dm: SliceDataModule) -> list[SliceRecord]:
+    """The slices of `dm` (after setup) outside its training splits."""
+    return [r for r in dm.records if r.split not in dm.splits]
 
 
 def make_dm(root: Path, **kwargs) -> SliceDataModule:
@@ -140,7 +144,7 @@ def test_oasis_tree_counts_subjects_splits_and_manifest(tmp_path: Path) -> None:
     dm.setup()
     assert len(dm.dataset) == 3 * 11  # masks, the hidden file and README.txt are not slices
     assert [r.slice for r in dm.dataset.records[:11]] == list(range(11))  # slice_10 after slice_9
-    assert {r.subject for r in dm.heldout_records} == {"004", "005"}
+    assert {r.subject for r in heldout(dm)} == {"004", "005"}
     rows = read_manifest(manifest)
     assert len(rows) == 5 * 11
     assert {(r.subject, r.split) for r in rows} == {
@@ -174,7 +178,7 @@ def test_adni_tree_labels_classes_and_native_size(tmp_path: Path) -> None:
     assert len(dm.dataset) == 2 * 2 * 3 and dm.num_classes == 2 and dm.class_names == ["AD", "NC"]
     assert dm.dataset.labels.tolist() == [0] * 6 + [1] * 6
     assert (dm.geometry.width, dm.geometry.height, dm.geometry.fit) == (256, 240, "pad")
-    assert {r.split for r in dm.heldout_records} == {"test"}  # ADNI's own held-out split is kept
+    assert {r.split for r in heldout(dm)} == {"test"}  # ADNI's own held-out split is kept
     image = dm.dataset.images[0, 0]  # [16, 16]: 256x240 scaled by 1/16 -> 16x15, padded
     assert image[0].max() == 0 or image[-1].max() == 0  # one black row of padding
     only_ad = make_dm(root, layout="adni", classes=["AD"])
@@ -198,12 +202,12 @@ def test_folder_holdout_is_by_subject_and_seeded(tmp_path: Path) -> None:
     root = write_knee_folder(tmp_path / "knee", patients=5, slices=4)
     dm = make_dm(root, layout="folder", holdout=0.4, split_seed=1)
     dm.setup()
-    held = {r.subject for r in dm.heldout_records}
-    assert len(held) == 2 and len(dm.heldout_records) == 8
+    held = {r.subject for r in heldout(dm)}
+    assert len(held) == 2 and len(heldout(dm)) == 8
     assert not held & {r.subject for r in dm.dataset.records}
     same = make_dm(root, layout="folder", holdout=0.4, split_seed=1)
     same.setup()
-    assert {r.subject for r in same.heldout_records} == held
+    assert {r.subject for r in heldout(same)} == held
     assert (dm.geometry.width, dm.geometry.height) == (260, 228)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from braingan.data.dataset import SliceDataset, load_image
+from braingan.data.dataset import SliceDataset, decode_image
 from braingan.data.layouts import DatasetError, SliceRecord
 
 WritePng = Callable[[Path, np.ndarray], Path]
@@ -164,14 +164,14 @@ def test_sixteen_bit_png_is_scaled_by_its_maximum(tmp_path: Path) -> None:
     path = tmp_path / "deep.png"
     Image.fromarray(deep).save(path)
     assert Image.open(path).mode.startswith("I")
-    assert load_image(path, 2, 1)[0].tolist() == [[0, 64], [128, 255]]
+    assert decode_image(path, 2, 1)[0][0].tolist() == [[0, 64], [128, 255]]
 
 
 def test_float_images_with_negative_values_are_shifted_not_clipped(tmp_path: Path) -> None:
     values = np.array([[-1.0, 0.0], [1.0, 3.0]], dtype=np.float32)
     Image.fromarray(values).save(tmp_path / "f.tif")
     assert Image.open(tmp_path / "f.tif").mode == "F"
-    assert load_image(tmp_path / "f.tif", 2, 1)[0].tolist() == [[0, 64], [128, 255]]
+    assert decode_image(tmp_path / "f.tif", 2, 1)[0][0].tolist() == [[0, 64], [128, 255]]
 
 
 def test_labels_and_num_classes(write_png: WritePng, tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from braingan.data.demo import (
     SPEC_FILE,
     axial_template,
     build_demo_dataset,
+    demo_subject_splits,
     slice_positions,
-    split_subjects,
 )
 from braingan.data.layouts import DatasetError, discover
 
@@ -123,13 +123,13 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path: Path) -> None:
 
 def test_default_spec_gives_oasis_sized_splits() -> None:
     # The default build (80 x 32) takes ~20 s, too slow for the unit suite; check its arithmetic.
-    splits = split_subjects(80, seed=0)
+    splits = demo_subject_splits(80, seed=0)
     counts = {s: splits.count(s) for s in ("train", "validate", "test")}
     assert counts == {"train": 64, "validate": 8, "test": 8}
     assert counts["train"] * 32 == 2048 and 80 * 32 >= 2000
     positions = slice_positions(axial_template(), 32)
     assert len(set(positions.tolist())) == 32 and np.all(np.diff(positions) > 0)
-    assert split_subjects(80, seed=0) == splits and split_subjects(80, seed=1) != splits
+    assert demo_subject_splits(80, seed=0) == splits and demo_subject_splits(80, seed=1) != splits
 
 
 def test_default_root_matches_the_demo_config(monkeypatch, tmp_path) -> None:

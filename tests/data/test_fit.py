@@ -23,7 +23,7 @@ def model_array(image: Image.Image) -> np.ndarray:
 def test_pad_256x240_round_trips_exactly_at_256() -> None:
     pixels = noise(240, 256)  # ADNI: 256 wide, 240 high
     geometry = Geometry(resolution=256, width=256, height=240, fit="pad")
-    square = np.asarray(geometry.to_model(Image.fromarray(pixels)))  # [256, 256]
+    square = np.asarray(fit_image(Image.fromarray(pixels), geometry.resolution, geometry.fit))  # [256, 256]
     assert square.shape == (256, 256)
     assert np.all(square[:8] == 0) and np.all(square[248:] == 0)  # 8 rows of black each side
     assert np.array_equal(square[8:248], pixels)  # no resampling at all
@@ -79,15 +79,15 @@ def test_resize_is_anisotropic_and_scales_back() -> None:
 def test_a_square_image_at_the_resolution_is_untouched(fit: str) -> None:
     pixels = noise(32, 32)
     geometry = Geometry(32, 32, 32, fit)
-    square = np.asarray(geometry.to_model(Image.fromarray(pixels)))
+    square = np.asarray(fit_image(Image.fromarray(pixels), 32, fit))
     assert np.array_equal(square, pixels)
     assert np.array_equal(geometry.to_native(square[None, None])[0, 0], pixels)
 
 
-def test_to_model_keeps_the_mode_and_pads_rgb_with_black() -> None:
+def test_pad_keeps_the_mode_and_pads_rgb_with_black() -> None:
     rgb = np.zeros((10, 20, 3), np.uint8)
     rgb[...] = (10, 120, 250)
-    square = Geometry(20, 20, 10).to_model(Image.fromarray(rgb))
+    square = fit_image(Image.fromarray(rgb), 20, "pad")
     assert square.mode == "RGB" and square.size == (20, 20)
     array = np.asarray(square)
     assert np.all(array[5:15] == (10, 120, 250)) and np.all(array[:5] == 0)

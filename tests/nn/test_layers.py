@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from braingan.nn.layers import (
+    LRELU_GAIN,
     EqualizedConv2d,
     EqualizedLinear,
-    LRELU_GAIN,
     bias_act,
     downsample2d,
     make_fir_kernel,

@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> float:
     )
     dm.setup()
     dataset = dm.dataset
+    assert dataset is not None  # set by setup()
     opened = time.perf_counter() - start
     rate = measure(dm.train_dataloader(), args.seconds, args.warmup_batches)
     cache = "cache hit" if dataset.cache_hit else "cache built"

@@ -110,6 +110,7 @@ class SliceCache:
             if len(kept) < shape[0]:
                 array = _compact(array, kept, temporary())
             array.flush()
+            assert array.filename is not None  # a memmap of a file knows its name
             final = Path(array.filename)
             del array  # unmap before the rename
             plain_mode(final)  # a cache shared through BRAINGAN_CACHE is read by other users

@@ -231,12 +231,6 @@ class SliceDataModule(pl.LightningDataModule):
         """Native image size and fit policy of the training images (see fit.py)."""
         return self._require_dataset().geometry
 
-    @property
-    def heldout_records(self) -> list[SliceRecord]:
-        """The slices outside the training splits (for evaluation), after setup."""
-        self._require_dataset()
-        return [r for r in self.records if r.split not in self.splits]
-
     def data_info(self) -> dict:
         """What generation needs to know about the data, stored in checkpoints."""
         return {

@@ -73,20 +73,10 @@ def decode_image(
     with Image.open(path) as image:
         image.load()  # decode now: truncated or corrupt files raise here
         size = image.size
-        image, conversion = to_8bit(image, img_channels)
-    array = np.asarray(fit_image(image, resolution, fit), dtype=np.uint8)  # [R, R] or [R, R, 3]
+        eight_bit, conversion = to_8bit(image, img_channels)
+    array = np.asarray(fit_image(eight_bit, resolution, fit), dtype=np.uint8)  # [R, R] or [R, R, 3]
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # [C, R, R]
     return array, size, conversion
-
-
-def load_image(
-    path: str | os.PathLike,  # the image file
-    resolution: int,          # model side R in pixels
-    img_channels: int,        # 1 = grayscale, 3 = RGB
-    fit: str = "pad",         # pad | crop | resize (see fit.py)
-) -> np.ndarray:
-    """Read one image as uint8 [C, R, R]: 8-bit, then fit to R x R."""
-    return decode_image(path, resolution, img_channels, fit)[0]
 
 
 class SliceDataset(torch.utils.data.Dataset):
@@ -177,6 +167,7 @@ class SliceDataset(torch.utils.data.Dataset):
     def images(self) -> np.ndarray:
         """All images as uint8 [N, C, R, R]: a read-only np.memmap when cached."""
         if self._images is None:
+            assert self._cache_path is not None  # images are only left unloaded when cached
             self._images = np.load(self._cache_path, mmap_mode="r")
         return self._images
 
@@ -236,7 +227,8 @@ def _decode_into(
         for _ in tqdm(jobs, total=len(records), desc=desc, unit="img", disable=not progress):
             pass
     kept = [i for i in range(len(records)) if i not in failures]
-    size_counts = Counter(f"{sizes[i][0]}x{sizes[i][1]}" for i in kept)
+    kept_sizes = [size for size in (sizes[i] for i in kept) if size is not None]  # every kept image has one
+    size_counts = Counter(f"{width}x{height}" for width, height in kept_sizes)
     contents = {
         "sizes": dict(size_counts.most_common()),
         "conversions": dict(Counter(conversions[i] for i in kept if conversions[i]).most_common()),

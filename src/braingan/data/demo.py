@@ -77,7 +77,7 @@ def slice_positions(template: np.ndarray, count: int) -> np.ndarray:
     return np.rint(np.linspace(substantial[0], substantial[-1], count)).astype(np.int64)
 
 
-def split_subjects(num_subjects: int, seed: int) -> list[str]:
+def demo_subject_splits(num_subjects: int, seed: int) -> list[str]:
     """Seeded 80/10/10 split BY SUBJECT; returns the split name of each subject index."""
     n_held = max(1, round(0.1 * num_subjects)) if num_subjects >= 3 else 0
     order = np.random.default_rng(np.random.SeedSequence([seed, 0])).permutation(num_subjects)
@@ -143,7 +143,7 @@ def build_demo_dataset(
     try:
         for split in ("train", "validate", "test"):
             (staging / f"keras_png_slices_{split}").mkdir(parents=True)
-        splits = split_subjects(num_subjects, seed)
+        splits = demo_subject_splits(num_subjects, seed)
         positions = slice_positions(axial_template(), slices_per_subject)  # [S] template z
         _template_coefficients()  # computed once, before the threads start
         workers = max(1, min(4, os.cpu_count() or 1))

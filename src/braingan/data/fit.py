@@ -102,10 +102,6 @@ class Geometry(DictSerializable):
                 f"width={self.width}, height={self.height}"
             )
 
-    def to_model(self, image: Image.Image) -> Image.Image:
-        """Any-size PIL image -> R x R under the fit policy, from the image's own size."""
-        return fit_image(image, self.resolution, self.fit)
-
     @property
     def content_box(self) -> Box:
         """(left, top, width, height) of the native image's content inside the R x R square."""
@@ -177,8 +173,8 @@ def _resize_planes(
 ) -> np.ndarray | torch.Tensor:
     """Lanczos-resize every [H, W] plane of [N, C, H, W] to size = (W', H'); same type and dtype."""
     if isinstance(images, torch.Tensor):
-        dtype = torch.uint8 if images.dtype == torch.uint8 else torch.float32
-        host = images.detach().to("cpu", dtype)
+        host_dtype = torch.uint8 if images.dtype == torch.uint8 else torch.float32
+        host = images.detach().to("cpu", host_dtype)
         resized = torch.from_numpy(_resize_planes(host.numpy(), size))
         return resized.to(images.device, images.dtype)
     if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):

@@ -294,10 +294,6 @@ _LAYOUTS: dict[str, tuple[Finder, Expects]] = {
 }
 
 
-def layout_names() -> list[str]:
-    return list(_LAYOUTS)
-
-
 def _with_labels(records: list[SliceRecord], classes: Sequence[str] | None) -> list[SliceRecord]:
     """Keep the wanted classes and number them: in `classes` order, else sorted by name."""
     names = sorted({r.class_name for r in records}, key=natural_key)
@@ -324,7 +320,7 @@ def _with_labels(records: list[SliceRecord], classes: Sequence[str] | None) -> l
 
 def discover(
     root: str | Path | None,                   # dataset folder (config key dataset.root)
-    layout: str = "oasis",                     # one of layout_names() (config key dataset.layout)
+    layout: str = "oasis",                     # oasis | adni | folder (config key dataset.layout)
     splits: Sequence[str] | str | None = None, # splits to return in this order; None = all found
     classes: Sequence[str] | None = None,      # class names to keep, in label order; None = all
     options: LayoutOptions | None = None,      # layout-specific settings

@@ -56,10 +56,10 @@ class InfiniteSampler(torch.utils.data.Sampler[int]):
         self.shuffle = shuffle
         self.classes: list[torch.Tensor] = []  # indices of each class, when balancing
         if labels is not None:
-            labels = torch.as_tensor(list(labels), dtype=torch.int64)
-            if labels.numel() != size:
-                raise ValueError(f"InfiniteSampler got {labels.numel()} labels for {size} items")
-            self.classes = [torch.nonzero(labels == k).flatten() for k in labels.unique()]
+            label_of = torch.as_tensor(list(labels), dtype=torch.int64)  # [size]
+            if label_of.numel() != size:
+                raise ValueError(f"InfiniteSampler got {label_of.numel()} labels for {size} items")
+            self.classes = [torch.nonzero(label_of == k).flatten() for k in label_of.unique()]
         self.epoch_len = len(self.classes) * max(len(c) for c in self.classes) if self.classes else size
 
     def epoch_order(self, epoch: int) -> list[int]:

@@ -22,6 +22,7 @@ import fnmatch
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -89,7 +90,7 @@ def load_volume(
     path = Path(path)
     ornt = None if orientation is None else _orientation(orientation)
     try:
-        image = nib.load(path)
+        image: Any = nib.load(path)  # a spatial image (dataobj, affine); nibabel types it as FileBasedImage
         data = np.asanyarray(image.dataobj)
     except Exception as error:  # nibabel raises many types for unreadable files
         raise DatasetError(f"could not read volume {path}: {error}") from error

@@ -29,6 +29,7 @@ def extract_features(
 ) -> np.ndarray:                                # float32 [N, D]
     if device is not None:
         extractor.to(device)
+    batches: Iterable
     if isinstance(images, torch.Tensor | np.ndarray):
         total = images.shape[0]
         batches = (images[i : i + batch_size] for i in range(0, images.shape[0], batch_size))

@@ -94,12 +94,12 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
             for backend, value in zip(backends, saved, strict=True):
                 backend.fp32_precision = value
     else:                                                     # the legacy flags
-        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         try:
             yield
         finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 def nv_bilinear_resize(

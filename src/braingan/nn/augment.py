@@ -211,35 +211,3 @@ def ada_adjust(p: float, rt: float, target: float, batch_images: int, ada_kimg: 
     sign = (rt > target) - (rt < target)
     p = float(p) + sign * batch_images / (ada_kimg * 1000.0)
     return min(max(p, 0.0), P_MAX)
-
-
-class AdaStat:
-    """Sum of sign(D(real)) and count of logits between ADA adjustments.
-
-    DDP: `t = stat.as_tensor(); torch.distributed.all_reduce(t)` (SUM, in place) on every rank, then
-    `stat.mean()` is the global r_t. Float64, so counts stay exact far beyond any interval.
-    """
-
-    def __init__(self, device: torch.device | str | None = None):
-        self._state = torch.zeros(2, dtype=torch.float64, device=device)  # [2]: (sum of signs, count)
-
-    def update(self, real_logits: torch.Tensor) -> None:
-        x = real_logits.detach()
-        if self._state.device != x.device:
-            self._state = self._state.to(x.device)
-        self._state[0] += torch.sign(x).sum(dtype=torch.float64)
-        self._state[1] += x.numel()
-
-    def as_tensor(self) -> torch.Tensor:  # [2] (sum, count); the live state, so an in-place all-reduce updates it
-        return self._state
-
-    @property
-    def count(self) -> int:
-        return int(self._state[1].item())
-
-    def mean(self) -> float:  # r_t; NaN when nothing was accumulated
-        total, count = self._state.tolist()
-        return total / count if count > 0 else float("nan")
-
-    def reset(self) -> None:
-        self._state.zero_()

@@ -62,12 +62,12 @@ class NetworkConfig(DictSerializable):
             raise UsageError(f"conv_clamp must be a positive number or None, got {self.conv_clamp!r}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NetworkConfig":
+    def from_dict(cls, d: dict) -> NetworkConfig:
         # A checkpoint from before a trained property's key keeps the networks it was trained with
         # (zero-padded up-sampling; D's class embedding without a mapping network).
         return super().from_dict({**TRAINED_PROPERTIES, **d})
 
-    def trained_like(self, saved: "NetworkConfig") -> "NetworkConfig":
+    def trained_like(self, saved: NetworkConfig) -> NetworkConfig:
         """This config with `saved`'s TRAINED_PROPERTIES: what a run resumed from `saved`'s weights computes with."""
         return dataclasses.replace(self, **{key: getattr(saved, key) for key in TRAINED_PROPERTIES})
 

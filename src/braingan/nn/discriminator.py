@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ class DiscriminatorBlock(nn.Module):
         super().__init__()
         self.reduced_precision = reduced_precision
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        fast = dict(conv_clamp=conv_clamp, fused_bias_act=fused_bias_act)
+        fast: dict[str, Any] = dict(conv_clamp=conv_clamp, fused_bias_act=fused_bias_act)
         self.fromrgb = EqualizedConv2d(img_channels, tmp_channels, 1, activation="lrelu", **fast) if in_channels == 0 else None
         self.conv0 = EqualizedConv2d(tmp_channels, tmp_channels, 3, activation="lrelu", **fast)
         self.conv1 = EqualizedConv2d(tmp_channels, out_channels, 3, activation="lrelu", down=2, **fast)

@@ -137,7 +137,7 @@ class EqualizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, in] -> [N, out]
         w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
+        b: torch.Tensor | None = self.bias
         if b is not None:
             b = b.to(x.dtype)
             if self.bias_gain != 1:
@@ -157,6 +157,8 @@ class EqualizedConv2d(nn.Module):
     Used by the discriminator. With `down=2` the input is low-pass filtered before a stride-2
     convolution, as in StyleGAN2.
     """
+
+    fir: torch.Tensor  # buffer [taps, taps]; empty without down-sampling
 
     def __init__(
         self,

@@ -13,6 +13,9 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
 
 
 class MappingNetwork(nn.Module):
+    w_avg: torch.Tensor        # buffer [w_dim]: running mean of w (truncation centre)
+    w_avg_class: torch.Tensor  # buffer [c_dim, w_dim]: per-class running means (conditional only)
+
     def __init__(
         self,
         z_dim: int,  # latent z dimensionality

@@ -128,6 +128,8 @@ def modulated_conv2d(
         if up > 1:
             if up != 2:
                 raise ValueError(f"up={up}: only 2 is supported")
+            if fir is None:
+                raise ValueError("up=2 needs the FIR up-sampling kernel `fir`")
             if up_border == "zero":
                 return upconv2d_zero_border(x, wt, fir, groups)
             return (upconv2d if fused_up else upconv2d_reference)(x, wt, fir, groups)

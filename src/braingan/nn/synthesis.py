@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -15,6 +16,9 @@ from .precision import block_context, block_dtype, fp32_context
 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv -> per-pixel noise -> bias -> leaky ReLU (gain sqrt 2)."""
+
+    noise_const: torch.Tensor  # buffer [R, R]: the noise of noise_mode="const"
+    fir: torch.Tensor          # buffer [taps, taps]: up-sampling filter
 
     def __init__(
         self,
@@ -98,6 +102,8 @@ class SynthesisBlock(nn.Module):
     on; otherwise in FP32 always. The skip image is accumulated in FP32 either way.
     """
 
+    fir: torch.Tensor  # buffer [taps, taps]: up-sampling filter of the skip image
+
     def __init__(
         self,
         in_channels: int,  # channels from the previous block; 0 = first block (learned 4x4 constant)
@@ -117,7 +123,9 @@ class SynthesisBlock(nn.Module):
         self.in_channels, self.resolution = in_channels, resolution
         self.reduced_precision = reduced_precision
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        fast = dict(fused_modconv=fused_modconv, fused_bias_act=fused_bias_act)
+        fast: dict[str, Any] = dict(fused_modconv=fused_modconv, fused_bias_act=fused_bias_act)
+        self.const: nn.Parameter | None
+        self.conv0: SynthesisLayer | None
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
             self.conv0 = None
@@ -145,6 +153,7 @@ class SynthesisBlock(nn.Module):
                 x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
                 x = x.to(memory_format=self.memory_format)
             else:
+                assert self.conv0 is not None and x is not None, "a block after the first takes features x"
                 x = self.conv0(x.to(dtype=dtype, memory_format=self.memory_format), ws[:, i], noise_mode)
                 i += 1
             x = self.conv1(x, ws[:, i], noise_mode)
@@ -177,10 +186,10 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         x = img = None
         w_idx = 0
-        for block in self.blocks:
+        for block in cast("list[SynthesisBlock]", self.blocks):
             x, img = block(x, img, ws[:, w_idx : w_idx + block.num_conv + 1], noise_mode)
             w_idx += block.num_conv
-        return img
+        return cast(torch.Tensor, img)  # [N, img_channels, R, R]; there is always a block
 
 
 class Generator(nn.Module):

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .io import atomic_path
 from .errors import UsageError
+from .io import atomic_path
 
 INTERPOLATIONS = ("linear", "slerp")
 
@@ -105,7 +105,7 @@ def save_mp4(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")  # OpenCV picks the container by suffix
     try:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height), isColor=True)
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), float(fps), (width, height), isColor=True)
         if not writer.isOpened():
             raise RuntimeError(f"OpenCV could not open an MP4 writer for {path}")
         try:

@@ -6,9 +6,8 @@ import errno
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
-
 
 # The temporary files of `temporary_file`: .<final name>.<mkstemp's random part>.tmp, beside the final file.
 TEMPORARY_NAME = re.compile(r"^\.(?P<final>.+)\.[A-Za-z0-9_]{6,}\.tmp$")
@@ -107,10 +106,10 @@ def update_with_files(digest, paths: Iterable[str | os.PathLike]) -> None:
         digest.update(b"\0" + os.fsencode(absolute) + f"\0{size}\0{mtime}".encode())
 
 
-def walk_visible(root: str | os.PathLike) -> Iterator[tuple[str, list[str]]]:
+def walk_visible(root: str | os.PathLike[str]) -> Iterator[tuple[str, list[str]]]:
     """(folder, file names) below root, following symlinks, skipping hidden folders and loops."""
     seen: set[str] = set()
-    for here, dirs, files in os.walk(root, followlinks=True):
+    for here, dirs, files in os.walk(os.fspath(root), followlinks=True):
         real = os.path.realpath(here)
         if real in seen:  # a symlink loop: do not walk the same folder twice
             dirs[:] = []
