@@ -12,11 +12,12 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from braingan.conf_utils import CONF_DIR, normalize_overrides, register_resolvers
+    from braingan.confdir import CONF_DIR
+    from braingan.experiment.command import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=normalize_overrides(overrides))
+        return hydra_compose(config_name="train", overrides=overrides)
 
 
 def tiny_overrides(tmp_path: Path, data_root: Path, kimg: float, dataset: str = "demo", **extra) -> list[str]:
@@ -36,6 +37,7 @@ def tiny_overrides(tmp_path: Path, data_root: Path, kimg: float, dataset: str = 
         "schedule.snapshot_kimg": 0.064,
         "run_dir": str(tmp_path / "run"),
         "dataset.cache_dir": str(tmp_path / "cache"),
+        "paths.cache": str(tmp_path / "cache"),  # FID statistics under <cache>/stats
     }
     if dataset == "demo":
         o["dataset.demo_subjects"] = DEMO_SUBJECTS

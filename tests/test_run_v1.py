@@ -86,4 +86,9 @@ def test_make_resume_continues_the_old_run(old_run, tmp_path, demo_root):
     state = read_checkpoint(run / "checkpoints" / "last.ckpt")
     assert state["braingan"]["cur_nimg"] == 24
     assert state["hyper_parameters"]["net"]["z_dim"] == 8  # the run's own micro model, replayed from its overrides
-    assert before.splitlines()[:4] == (run / ".hydra" / "overrides.yaml").read_text().splitlines()[:4]
+    # The resume rewrote the run's overrides in today's terms: resolution is a plain number, and the
+    # CPU preset that trainer=cpu chose then is experiment=cpu now.
+    assert "- trainer=cpu" in before and "- resolution='32'" in before
+    after = (run / ".hydra" / "overrides.yaml").read_text().splitlines()
+    assert after[:4] == ["- dataset=demo", "- experiment=cpu", "- model=tiny", "- resolution=32"]
+    assert state["braingan"]["format_version"] == 2

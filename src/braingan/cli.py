@@ -1,4 +1,4 @@
-"""The command-line convention of every entry point (Hydra stops here, with conf_utils.py).
+"""The command-line convention of every entry point (Hydra stops here, with experiment/command.py).
 
 A problem the user can fix (`utils.errors.UserError`: a bad setting, a missing or wrong file, a
 full disk, a stop on a signal) is printed as one line on stderr, `<tool>: <message>`, and the
@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .conf_utils import CONF_DIR, register_resolvers
+from .confdir import CONF_DIR
+from .experiment.command import register_resolvers
 from .utils.errors import UsageError, UserError, one_line
 
 def fail(tool: str, error: UserError) -> None:

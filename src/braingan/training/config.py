@@ -9,9 +9,26 @@ from ..utils.serial import DictSerializable
 
 
 @dataclass
+class AugmentConfig(DictSerializable):
+    """ADA settings: the `augment:` node of conf/train.yaml, key for key."""
+
+    mode: str = "ada"  # 'ada' (p steered toward target), 'fixed' (constant p) or 'none'
+    p: float = 0.0  # initial p for ada, the constant p for fixed
+    target: float = 0.6  # ADA target of E[sign(D(real))]
+    interval: int = 4  # adjust p every N steps
+    kimg: float = 500.0  # p can move from 0 to 1 within this many kimg
+    pipe: dict = field(default_factory=dict)  # per-transform strengths for nn.augment.AugmentPipe
+
+
+# TrainConfig keys of checkpoints written before AugmentConfig (format 1) -> AugmentConfig fields.
+_FLAT_AUGMENT_KEYS = {"augment": "mode", "augment_p": "p", "ada_target": "target", "ada_interval": "interval",
+                      "ada_kimg": "kimg", "augment_kwargs": "pipe"}
+
+
+@dataclass
 class TrainConfig(DictSerializable):
     batch_size: int = 32  # global batch: images per step summed over all processes
-    total_kimg: float = 5000.0  # training length in thousands of real images shown to D
+    kimg: float = 5000.0  # training length in thousands of real images shown to D
     lr_g: float = 0.0025  # Adam learning rate of G (before the lazy-regularization correction)
     lr_d: float = 0.0025  # Adam learning rate of D (before the lazy-regularization correction)
     beta1: float = 0.0  # Adam beta1
@@ -25,18 +42,27 @@ class TrainConfig(DictSerializable):
     style_mixing: float = 0.9  # probability of mixing two latents in a training batch
     ema_kimg: float = 10.0  # half-life of the generator EMA in kimg, resolved (model.ema_kimg=auto: `resolve_ema_kimg`)
     ema_rampup: float | None = 0.05  # EMA half-life capped at cur_nimg * this; None = no ramp-up
-    augment: str = "ada"  # 'ada' (adaptive p), 'fixed' (constant p) or 'none'
-    augment_p: float = 0.0  # initial p for ada, the constant p for fixed
-    ada_target: float = 0.6  # target of E[sign(D(real))]
-    ada_interval: int = 4  # adjust p every N steps
-    ada_kimg: float = 500.0  # p can move from 0 to 1 within this many kimg
-    augment_kwargs: dict = field(default_factory=dict)  # per-transform strengths for AugmentPipe
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # ADA (the `augment:` node)
     max_nonfinite: int = 10  # stop after this many steps in a row with a non-finite loss
     num_samples: int = 16  # images in the fixed-latent sample grid
     sample_seed: int = 123  # seed of the fixed sample latents and labels
     compile: bool = False  # torch.compile the G and D forwards of the main phases (regularizers stay eager)
     compile_mode: str = "default"  # torch.compile mode
     compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no code generation, for CPU tests)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Also reads the flat keys of checkpoints written before AugmentConfig (total_kimg, augment_p, ada_* ...)."""
+        d = dict(d)
+        if "total_kimg" in d:
+            d.setdefault("kimg", d.pop("total_kimg"))
+        augment = d.get("augment")
+        if not isinstance(augment, (dict, AugmentConfig)):  # format 1: augment was the mode string
+            flat = {new: d.pop(old) for old, new in _FLAT_AUGMENT_KEYS.items() if old in d}
+            d["augment"] = flat
+        if isinstance(d.get("augment"), dict):
+            d["augment"] = AugmentConfig.from_dict(d["augment"])
+        return super().from_dict(d)
 
     @staticmethod
     def resolve_r1_gamma(setting, resolution: int, batch_size: int) -> float:
