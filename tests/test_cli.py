@@ -9,7 +9,7 @@ from braingan.utils.errors import Interrupted, NoSpaceError, UsageError, one_lin
 
 @pytest.mark.parametrize("args", [
     [],
-    ["trainer=cpu", "model=tiny", "resolution='32'", "kimg=3", "model.r1_gamma=auto"],
+    ["trainer=cpu", "model=tiny", "resolution=32", "kimg=3", "model.r1_gamma=auto"],
     ["-m", "model.r1_gamma=1,2,4", "resolution='64','128'", "model=base,paper"],
     ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.run.dir=/tmp/x", "hydra.output_subdir=null"],
     ["dataset=adni", "dataset.root=/data/AD_NC", "dataset.classes=[AD]"],

@@ -2,29 +2,33 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 
 import pytest
 import pytorch_lightning as pl
 
-from braingan.conf_utils import CONF_DIR, normalize_overrides, replay_overrides, run_dir_for_resume
+from braingan.confdir import CONF_DIR
+from braingan.experiment.resume import legacy_overrides, replay_overrides, run_dir_for_resume
 from braingan.nn.discriminator import Discriminator
 from braingan.nn.synthesis import Generator
-from braingan.train import build_configs, build_datamodule
+from braingan.experiment.settings import build_configs, build_datamodule
 from braingan.training.module import StyleGAN2Module
 
-from runhelpers import compose
+from runhelpers import REPO, compose
 
 DATASETS = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-RESOLUTIONS = sorted((p.stem for p in (CONF_DIR / "resolution").glob("*.yaml")), key=int)
+RESOLUTIONS = [32, 64, 128, 256, 512]  # resolution is a plain key: what check_settings accepts below 1024
 TRAINERS = sorted(p.stem for p in (CONF_DIR / "trainer").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
 def test_groups_hold_the_documented_options():
     assert {"demo", "folder", "oasis", "adni"} <= set(DATASETS)
     assert {"tiny", "small", "base", "paper"} <= set(MODELS)
-    assert RESOLUTIONS == ["32", "64", "128", "256", "512"]
     assert {"cpu", "gpu"} <= set(TRAINERS)
+    assert EXPERIMENTS == ["cpu"]
+    assert not (CONF_DIR / "resolution").exists()
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)
@@ -90,7 +94,7 @@ def test_model_presets_follow_their_recipes():
         assert (tc.pl_weight, tc.pl_decay, tc.pl_batch_shrink, tc.style_mixing) == (2.0, 0.01, 2, 0.9), model
         assert (tc.r1_interval, tc.pl_interval, tc.beta1, tc.beta2) == (16, 4, 0.0, 0.99), model
     # The CPU preset (small at 64 px, batch 16) resolves the heuristics for its own batch.
-    tc = build_configs(compose(["trainer=cpu", "run_dir=/tmp/x"]))[1]
+    tc = build_configs(compose(["experiment=cpu", "run_dir=/tmp/x"]))[1]
     assert tc.r1_gamma == pytest.approx(0.0002 * 64**2 / 16) and tc.ema_kimg == 5.0
 
 
@@ -105,20 +109,48 @@ def test_r1_gamma_and_ema_kimg_take_auto_or_a_number(key):
 
 
 def test_cpu_preset_and_command_line_precedence():
-    cpu = compose(["trainer=cpu", "run_dir=/tmp/x"])
-    assert (cpu.model.channel_base, cpu.resolution, cpu.trainer.accelerator) == (4096, 64, "cpu")
+    cpu = compose(["experiment=cpu", "run_dir=/tmp/x"])
+    assert (cpu.model.channel_base, cpu.resolution, cpu.trainer.accelerator, cpu.batch_size) == (4096, 64, "cpu", 16)
+    # trainer=cpu is the hardware alone: the model, resolution and schedule stay the defaults.
+    hardware = compose(["trainer=cpu", "run_dir=/tmp/x"])
+    assert (hardware.model.channel_base, hardware.resolution, hardware.trainer.accelerator) == (16384, 256, "cpu")
     # Command-line choices beat the preset's defaults, as in `make train ARGS="resolution=128 model=small"`.
-    mixed = compose(["trainer=cpu", "resolution=128", "model=paper", "run_dir=/tmp/x"])
+    mixed = compose(["experiment=cpu", "resolution=128", "model=paper", "run_dir=/tmp/x"])
     assert mixed.resolution == 128 and mixed.model.mapping_layers == 8
     gpu = compose(["trainer=gpu", "run_dir=/tmp/x"])
     assert gpu.trainer.accelerator == "gpu" and gpu.kimg > cpu.kimg and gpu.resolution == 256
 
 
-def test_numeric_group_overrides_are_quoted():
-    assert normalize_overrides(["resolution=64"]) == ["resolution='64'"]
-    assert normalize_overrides(["resolution=64,128"]) == ["resolution='64','128'"]
-    assert normalize_overrides(["model=tiny", "kimg=5"]) == ["model=tiny", "kimg=5"]
-    assert normalize_overrides(["resolution='64'"]) == ["resolution='64'"]
+def test_resolution_is_a_plain_number_and_a_bad_one_is_one_line():
+    from braingan.experiment.settings import check_settings
+
+    assert compose(["resolution=64", "run_dir=/tmp/x"]).resolution == 64
+    for bad, near in (("48", "32 or 64"), ("2048", "1024 or 512")):
+        with pytest.raises(ValueError, match=f"^resolution={bad} must be one of 32, 64, 128, 256, 512, 1024; nearest: {near}$"):
+            check_settings(compose([f"resolution={bad}", "run_dir=/tmp/x"]), 1)
+
+
+def test_overrides_of_format_1_runs_read_as_they_meant_it():
+    # resolution was a group (saved quoted) and trainer=cpu chose the CPU preset.
+    assert legacy_overrides(["trainer=cpu", "resolution='64'", "kimg=5"]) == ["experiment=cpu", "resolution=64", "kimg=5"]
+    assert legacy_overrides(["trainer=gpu", "resolution=128"]) == ["trainer=gpu", "resolution=128"]
+    assert legacy_overrides(["trainer=cpu", "experiment=cpu"]) == ["trainer=cpu", "experiment=cpu"]
+
+
+def test_a_misspelt_key_in_a_preset_is_refused_with_its_name(tmp_path):
+    from omegaconf import open_dict
+
+    from braingan.experiment.settings import check_keys
+
+    cfg = compose(["run_dir=/tmp/x"])
+    check_keys(cfg)
+    for node, key, hint in (("model", "r1_gama", "model.r1_gamma"), ("augment", "targt", "augment.target"),
+                            ("speed", "chanels_last", "speed.channels_last"), ("dataset", "hold_out", "dataset.holdout")):
+        bad = cfg.copy()
+        with open_dict(bad):
+            bad[node][key] = 1
+        with pytest.raises(ValueError, match=f"^{node}.{key}: no such setting; did you mean {hint}\\?$"):
+            build_configs(bad)
 
 
 def test_resume_continues_in_the_checkpoint_folder(tmp_path):
@@ -148,14 +180,15 @@ def test_resume_replays_the_runs_own_overrides_and_the_command_line_wins(tmp_pat
     run = tmp_path / "outputs" / "2026-01-01" / "10-00-00"
     ckpt = run / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"x")
+    shutil.copyfile(REPO / "tests" / "fixtures" / "run_v1" / "checkpoints" / "last.ckpt", ckpt)  # format 1
     (run / ".hydra").mkdir()
     (run / ".hydra" / "overrides.yaml").write_text(
         "- trainer=cpu\n- dataset=adni\n- dataset.root=/data/AD_NC\n- resolution=128\n"
         f"- hydra.run.dir={run}\n- run_dir={run}\n"
     )
     args = replay_overrides([f"resume={ckpt}", "kimg=50"])
-    assert args == ["trainer=cpu", "dataset=adni", "dataset.root=/data/AD_NC", "resolution='128'",
+    # Format 1: trainer=cpu chose the CPU preset then, which is experiment=cpu now.
+    assert args == ["experiment=cpu", "dataset=adni", "dataset.root=/data/AD_NC", "resolution=128",
                     f"resume={ckpt}", "kimg=50"]
     cfg = compose(args + ["dataset=oasis"])  # given again on the command line: that wins
     assert cfg.dataset.name == "oasis" and cfg.resolution == 128 and cfg.kimg == 50
@@ -168,7 +201,7 @@ def test_dataset_classes_as_a_bare_string_is_one_class(tmp_path):
 
 
 def test_resolve_ckpt_last_and_missing(tmp_path):
-    from braingan.conf_utils import resolve_ckpt
+    from braingan.experiment.resume import resolve_ckpt
 
     ckpt = tmp_path / "outputs" / "a" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)

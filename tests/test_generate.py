@@ -16,7 +16,7 @@ from braingan import generate as generate_module
 from braingan.checkpoint import load_generator
 from braingan.utils.animation import interpolation_path, lerp, slerp
 from braingan.utils.errors import UsageError
-from braingan.train import train
+from braingan.experiment.run import train
 
 from mri_fixtures import write_adni
 from runhelpers import compose, one_line_exit, tiny_overrides

@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from braingan.checkpoint import load_checkpoint
-from braingan.train import train
+from braingan.experiment.run import train
 
 from runhelpers import compose, tiny_overrides
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braingan.guard import CPU_DEFAULTS, compare_curves, run_config, with_defaults
+from braingan.experiment.command import tool_arguments
+from braingan.experiment.speed_guard import compare_curves, run_config
+from braingan.guard import CPU_DEFAULTS
 
 from runhelpers import DEMO_SUBJECTS, REPO
 
@@ -110,19 +112,19 @@ def test_only_steps_both_runs_logged_with_finite_values_are_compared():
 
 
 def test_cpu_defaults_turn_channels_last_on_unless_the_command_line_chooses():
-    args = with_defaults(["guard.kimg=2"], cuda=False, cpu_defaults=CPU_DEFAULTS)
+    args = tool_arguments(["guard.kimg=2"], cuda=False, cpu_defaults=CPU_DEFAULTS)
     assert "trainer=cpu" in args and "model=tiny" in args and "speed.channels_last=true" in args
     assert "guard.kimg=2" in args and "guard.kimg=1" not in args
-    args = with_defaults(["speed.channels_last=auto"], cuda=False, cpu_defaults=CPU_DEFAULTS)
+    args = tool_arguments(["speed.channels_last=auto"], cuda=False, cpu_defaults=CPU_DEFAULTS)
     assert "speed.channels_last=true" not in args
-    assert with_defaults(["model=paper"], cuda=True, cpu_defaults=CPU_DEFAULTS) == ["trainer=gpu", "model=paper"]
+    assert tool_arguments(["model=paper"], cuda=True, cpu_defaults=CPU_DEFAULTS) == ["model=paper"]
 
 
 def test_each_run_logs_every_step_and_differs_from_the_other_only_in_speed(tmp_path):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from braingan.conf_utils import CONF_DIR
+    from braingan.confdir import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="guard", overrides=["trainer=cpu", "batch_size=8", "guard.kimg=0.5"])

@@ -9,7 +9,10 @@ import subprocess
 
 import pytest
 
-from braingan.bench import format_table, lazy_period, reference_for, round_up, with_defaults
+from braingan.bench import CPU_DEFAULTS, format_table
+from braingan.experiment.benchmark import lazy_period, round_up
+from braingan.experiment.command import tool_arguments
+from braingan.reporting.references import reference_for
 from braingan.training.config import TrainConfig
 
 from runhelpers import DEMO_SUBJECTS, REPO
@@ -104,7 +107,8 @@ def test_reference_matches_only_the_measured_configurations():
 
 
 def test_cpu_gets_the_tiny_defaults_unless_the_command_line_chooses():
-    args = with_defaults(["model=small", "bench.steps=32"], cuda=False)
+    args = tool_arguments(["model=small", "bench.steps=32"], cuda=False, cpu_defaults=CPU_DEFAULTS)
     assert "trainer=cpu" in args and "model=small" in args and "model=tiny" not in args
     assert "batch_size=8" in args and "bench.steps=32" in args and "bench.steps=16" not in args
-    assert with_defaults(["model=paper"], cuda=True) == ["trainer=gpu", "model=paper"]
+    assert tool_arguments(["model=paper"], cuda=True, cpu_defaults=CPU_DEFAULTS) == ["model=paper"]  # the config's gpu
+    assert "model=tiny" in tool_arguments(["trainer=cpu"], cuda=True, cpu_defaults=CPU_DEFAULTS)

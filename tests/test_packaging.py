@@ -71,8 +71,8 @@ def test_the_wheel_holds_every_module_and_config(site: Path) -> None:
 
 def test_conf_dir_points_into_the_installed_package(site: Path, tmp_path: Path) -> None:
     code = (
-        "import braingan, braingan.conf_utils as u; from braingan.confdir import CONF_DIR; "
-        "print(braingan.__file__); print(CONF_DIR); print(u.CONF_DIR == CONF_DIR and (CONF_DIR / 'train.yaml').is_file())"
+        "import braingan, braingan.cli as c; from braingan.confdir import CONF_DIR; "
+        "print(braingan.__file__); print(CONF_DIR); print(c.CONF_DIR == CONF_DIR and (CONF_DIR / 'train.yaml').is_file())"
     )
     proc = run_installed(site, ["-c", code], tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -84,11 +84,11 @@ def test_conf_dir_points_into_the_installed_package(site: Path, tmp_path: Path) 
 def test_the_installed_train_config_composes(site: Path, tmp_path: Path) -> None:
     code = (
         "from hydra import compose, initialize_config_dir\n"
-        "from braingan.conf_utils import register_resolvers\n"
+        "from braingan.experiment.command import register_resolvers\n"
         "from braingan.confdir import CONF_DIR\n"
         "register_resolvers()\n"
         "with initialize_config_dir(config_dir=str(CONF_DIR), version_base='1.3'):\n"
-        "    cfg = compose(config_name='train', overrides=['model=tiny', \"resolution='32'\"])\n"
+        "    cfg = compose(config_name='train', overrides=['model=tiny', 'resolution=32'])\n"
         "print(cfg.resolution)\n"
     )
     proc = run_installed(site, ["-c", code], tmp_path)

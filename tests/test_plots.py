@@ -17,7 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from braingan import plots as plots_module
 from braingan.reporting.tensorboard import smooth
-from braingan.train import train
+from braingan.experiment.run import train
 
 from runhelpers import compose, one_line_exit, tiny_overrides
 

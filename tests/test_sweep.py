@@ -18,11 +18,12 @@ from runhelpers import REPO, tiny_overrides
 def _compose_with_hydra(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from braingan.conf_utils import CONF_DIR, normalize_overrides, register_resolvers
+    from braingan.confdir import CONF_DIR
+    from braingan.experiment.command import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=normalize_overrides(overrides), return_hydra_config=True)
+        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
 @pytest.mark.parametrize(

@@ -57,9 +57,9 @@ def submitit_log(sweep: Path, job: str, *messages: str) -> Path:
 
 def test_varying_keys_finds_the_swept_overrides():
     runs = [
-        ["trainer=cpu", "model.r1_gamma=0.5", "resolution='32'"],
-        ["trainer=cpu", "model.r1_gamma=1", "resolution='32'"],
-        ["trainer=cpu", "model.r1_gamma=2", "resolution='32'", "seed=3"],
+        ["trainer=cpu", "model.r1_gamma=0.5", "resolution=32"],
+        ["trainer=cpu", "model.r1_gamma=1", "resolution=32"],
+        ["trainer=cpu", "model.r1_gamma=2", "resolution=32", "seed=3"],
     ]
     assert sr.varying_keys(runs) == ["model.r1_gamma", "seed"]  # seed: only one run sets it
     assert sr.varying_keys(runs[:1]) == []

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from braingan.checkpoint import load_checkpoint, load_generator
-from braingan.train import train
+from braingan.experiment.run import train
 from braingan.training.module import NonFiniteLossError
 
 from runhelpers import REPO, compose, tiny_overrides

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from braingan.checkpoint import load_checkpoint
-from braingan.train import train
+from braingan.experiment.run import train
 
 from mri_fixtures import write_adni, write_knee_folder, write_oasis
 from runhelpers import compose, tiny_overrides

@@ -11,8 +11,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from braingan.checkpoint import load_checkpoint
-from braingan.conf_utils import slurm_run_dir
-from braingan.train import build_strategy, config_differences, continue_checkpoint, default_trainer_override, requested_processes
+from braingan.experiment.command import default_preset, slurm_run_dir
+from braingan.experiment.resume import config_differences, continue_checkpoint
+from braingan.experiment.trainer import build_strategy, requested_processes
+from braingan.rundir import RunDir
 from braingan.training.distributed import GANDDPStrategy
 from braingan.training.distributed import tensor_digest
 
@@ -105,12 +107,13 @@ def test_process_count_and_trainer_choice():
     assert requested_processes(t) == 6
     assert requested_processes(OmegaConf.create({"devices": [0, 1], "num_nodes": 1, "accelerator": "gpu"})) == 2
     assert requested_processes(OmegaConf.create({"devices": "auto", "num_nodes": 1, "accelerator": "cpu"})) == 1
-    assert default_trainer_override(["kimg=1"], cuda=False) == "trainer=cpu"
-    assert default_trainer_override(["kimg=1"], cuda=True) == "trainer=gpu"
-    assert default_trainer_override(["trainer=cpu"], cuda=True) is None
+    assert default_preset(["kimg=1"], cuda=False) == "experiment=cpu"
+    assert default_preset(["kimg=1"], cuda=True) is None  # the config's trainer=gpu
+    assert default_preset(["trainer=cpu"], cuda=False) is None  # the hardware chosen: no preset
+    assert default_preset(["experiment=cpu"], cuda=True) is None
     # A sweep that a cluster launcher submits runs on the compute nodes: keep the config's gpu.
-    assert default_trainer_override(["-m", "hydra/launcher=slurm", "kimg=1"], cuda=False) is None
-    assert default_trainer_override(["-m", "kimg=1,2"], cuda=False) == "trainer=cpu"
+    assert default_preset(["-m", "hydra/launcher=slurm", "kimg=1"], cuda=False) is None
+    assert default_preset(["-m", "kimg=1,2"], cuda=False) == "experiment=cpu"
 
 
 def test_strategy_choice():
@@ -128,25 +131,25 @@ def test_strategy_choice():
 def test_a_folder_continues_only_the_same_run(full_run, tmp_path):
     """A requeued job continues its folder; a run with other settings is refused there."""
     saved = load_checkpoint(full_run / "checkpoints" / "last.ckpt")["braingan"]["run_config"]
-    assert continue_checkpoint(full_run, dict(saved)) == full_run / "checkpoints" / "last.ckpt"
+    assert continue_checkpoint(RunDir(full_run), dict(saved)) == full_run / "checkpoints" / "last.ckpt"
     longer = {**saved, "kimg": 10, "trainer/devices": 4, "schedule/last_kimg": 5}
     assert config_differences(saved, longer) == []
     other = {**saved, "model/r1_gamma": 123.0}
     assert config_differences(saved, other) == [f"model.r1_gamma: {saved['model/r1_gamma']} -> 123.0"]
     with pytest.raises(ValueError, match="already holds a run with other settings"):
-        continue_checkpoint(full_run, other)
-    assert continue_checkpoint(tmp_path, saved) is None
+        continue_checkpoint(RunDir(full_run), other)
+    assert continue_checkpoint(RunDir(tmp_path), saved) is None
 
 
 def test_slurm_batch_jobs_get_one_folder_per_job(monkeypatch):
     for k in ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(k, raising=False)
-    assert slurm_run_dir("outputs/d/t") == "outputs/d/t"
+    assert slurm_run_dir("outputs", "outputs/d/t") == "outputs/d/t"
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_JOB_NAME", "train")
-    assert slurm_run_dir("outputs/d/t") == "outputs/slurm/77"  # the same after a requeue
+    assert slurm_run_dir("outputs", "outputs/d/t") == "outputs/slurm/77"  # the same after a requeue
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "70")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
-    assert slurm_run_dir("outputs/d/t") == "outputs/slurm/70_3"
+    assert slurm_run_dir("outputs", "outputs/d/t") == "outputs/slurm/70_3"
     monkeypatch.setenv("SLURM_JOB_NAME", "interactive")
-    assert slurm_run_dir("outputs/d/t") == "outputs/d/t"
+    assert slurm_run_dir("outputs", "outputs/d/t") == "outputs/d/t"

@@ -39,7 +39,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import cli
-from .conf_utils import CONF_DIR
+from .confdir import CONF_DIR
 from .data.layouts import OASIS_SPLITS, DatasetError
 from .data.splits import split_subjects
 from .data.volumes import VOLUME_PATTERNS, find_volumes, load_volume, volume_slices

@@ -198,11 +198,11 @@ def _natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
 
 
-def slurm_run(job: str) -> Path:
-    """outputs/slurm/<job id>: where a SLURM batch job (and its requeues) writes its run."""
-    return SLURM_RUNS / job
+def slurm_run(job: str, outputs: str | os.PathLike = OUTPUTS) -> Path:
+    """<outputs>/slurm/<job id>: where a SLURM batch job (and its requeues) writes its run."""
+    return Path(outputs) / SLURM_RUNS.name / job
 
 
-def tool_output(tool: str, stamp: str, suffix: str = "") -> Path:
-    """outputs/<tool>/<stamp><suffix>: where `make bench` and `make guard` put results that are not runs."""
-    return OUTPUTS / tool / f"{stamp}{suffix}"
+def tool_output(tool: str, stamp: str, suffix: str = "", outputs: str | os.PathLike = OUTPUTS) -> Path:
+    """<outputs>/<tool>/<stamp><suffix>: where `make bench` and `make guard` put results that are not runs."""
+    return Path(outputs) / tool / f"{stamp}{suffix}"

@@ -135,7 +135,7 @@ def test_default_spec_gives_oasis_sized_splits() -> None:
 def test_default_root_matches_the_demo_config(monkeypatch, tmp_path) -> None:
     from omegaconf import OmegaConf
 
-    from braingan.conf_utils import CONF_DIR
+    from braingan.confdir import CONF_DIR
     from braingan.data.demo import default_demo_root
 
     monkeypatch.setenv("BRAINGAN_CACHE", str(tmp_path))

@@ -15,7 +15,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from braingan.checkpoint import load_checkpoint
-from braingan.train import build_configs, train
+from braingan.experiment.run import train
+from braingan.experiment.settings import build_configs
 from braingan.training.module import StyleGAN2Module
 
 from runhelpers import compose, tiny_overrides

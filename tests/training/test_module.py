@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from braingan.train import build_configs
+from braingan.experiment.settings import build_configs
 from braingan.training.module import StyleGAN2Module
 
 from runhelpers import compose

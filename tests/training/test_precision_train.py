@@ -14,7 +14,7 @@ from braingan.checkpoint import load_checkpoint
 from braingan.nn.config import NetworkConfig
 from braingan.nn.discriminator import Discriminator
 from braingan.nn.synthesis import Generator
-from braingan.train import build_configs
+from braingan.experiment.settings import build_configs
 from braingan.training import losses
 
 from runhelpers import REPO, compose, tiny_overrides

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from braingan.checkpoint import load_checkpoint
-from braingan.train import train
+from braingan.experiment.run import train
 from braingan.training.preemption import Preemption, signal_number
 
 from runhelpers import REPO, compose, tiny_overrides

@@ -41,3 +41,10 @@ def fixed_width(
         return gap.join(parts).rstrip()
 
     return [line(columns)] + [line(r) for r in rows]
+
+
+def significant(x: float | None, digits: int = 5) -> float | None:
+    """x rounded to `digits` significant digits (what result JSON files store and tables print); None, 0, inf, nan as given."""
+    if x is None or x == 0 or not math.isfinite(x):
+        return x
+    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
