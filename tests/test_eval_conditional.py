@@ -7,9 +7,8 @@ import subprocess
 
 import pytest
 
-from braingan.checkpoint import load_checkpoint
-from braingan.train import train
-
+from braingan.checkpoint import read_info
+from braingan.experiment.run import train
 from mri_fixtures import write_adni
 from runhelpers import REPO, compose, tiny_overrides
 
@@ -43,9 +42,9 @@ def test_make_eval_on_a_conditional_checkpoint_writes_per_class_metrics(tmp_path
 
     run = train(compose(tiny_overrides(tmp_path, base, 0.008, dataset="adni")))  # one step of 8, 32 px
     ckpt = run / "checkpoints" / "last.ckpt"
-    state = load_checkpoint(ckpt)
-    assert state["hyper_parameters"]["net"]["c_dim"] == 2
-    assert state["hyper_parameters"]["data"]["class_names"] == list(CLASSES)
+    info = read_info(ckpt)
+    assert info.net.c_dim == 2 and info.format_version == 2
+    assert info.class_names == list(CLASSES)
 
     cache = tmp_path / "cache"
     args = f"num_gen={NUM_GEN} batch_size=32 kid_subsets=10 real=test progress=false cache_dir={cache}"

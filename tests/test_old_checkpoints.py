@@ -11,11 +11,10 @@ import shutil
 import pytest
 import torch
 
-from braingan.checkpoint import load_checkpoint, load_generator
+from braingan.checkpoint import FORMAT_VERSION, load_checkpoint, load_generator, read_info
+from braingan.experiment.run import train
 from braingan.nn.config import NetworkConfig
-from braingan.train import train
 from braingan.training.module import StyleGAN2Module
-
 from fixtures.make_conditional_v0 import ADNI, KIMG, MODEL, OUT
 from mri_fixtures import write_adni
 from runhelpers import compose, tiny_overrides
@@ -69,3 +68,8 @@ def test_resume_of_an_old_conditional_run_keeps_its_d_head(tmp_path):
     assert state["braingan"]["cur_nimg"] == round((KIMG + 0.008) * 1000)
     assert state["hyper_parameters"]["net"]["d_mapping_layers"] == 0
     assert not any(k.startswith("D.c_mapping.") for k in state["state_dict"])
+    # The version-1 file resumed; what today's code wrote is the current format, with the old run's facts.
+    old, new = read_info(CKPT), read_info(run / "checkpoints" / "last.ckpt")
+    assert (old.format_version, new.format_version) == (1, FORMAT_VERSION) and FORMAT_VERSION == 2
+    assert new.cur_nimg == old.cur_nimg + 8 and new.class_names == old.class_names == ["AD", "NC"]
+    assert new.net.d_mapping_layers == old.net.d_mapping_layers == 0

@@ -14,23 +14,25 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import cli
-from .checkpoint import load_generator
-from .conf_utils import CONF_DIR, resolve_ckpt
+from .checkpoint import load_generator, read_info
+from .confdir import CONF_DIR
+from .experiment.resume import resolve_ckpt
 from .metrics.audit import data_copying_audit
 from .metrics.features import extract_features
 from .metrics.inception import InceptionFeatures
-from .metrics.sources import checkpoint_facts, generated_batches, real_set, sample_labels
-from .utils.images import save_grid
-from .utils.errors import UsageError
+from .metrics.sources import generated_batches, real_set, sample_labels
 from .utils.device import resolve_device
+from .utils.errors import UsageError
+from .utils.images import save_grid
 from .utils.io import atomic_path
 
 
 def audit(
     ckpt: str | Path,
+    *,
     num_gen: int = 2000,
     percentile: float = 99.0,
     truncation_psi: float = 1.0,
@@ -44,16 +46,19 @@ def audit(
     progress: bool = True,
     generator=None,  # optional stand-in: callable(labels [N]) -> uint8 [N, 1, R, R] (tests)
 ) -> dict:
-    """Runs the audit, writes audit.json and the closest-pairs figure, returns the summary."""
+    """Runs the audit, writes audit.json and the closest-pairs figure, returns the summary
+    (keyword arguments: conf/audit.yaml's keys)."""
     ckpt = Path(ckpt)
     dev = resolve_device(device)
-    facts = checkpoint_facts(ckpt)
-    resolution, channels, fit = facts["resolution"], facts["channels"], facts["fit"]
-    splits, run_dir = facts["splits"], facts["run_dir"]
+    info = read_info(ckpt)
     cache = Path(cache_dir).expanduser() if cache_dir else None
     net = InceptionFeatures(extractor, batch_size=batch_size).to(dev)
-    train = real_set(run_dir, "train", splits, resolution, fit, net, cache, batch_size, progress, channels)
-    held = real_set(run_dir, "heldout", splits, resolution, fit, net, cache, batch_size, progress, channels)
+
+    def real(which: str) -> dict | None:
+        return real_set(info.run, which, info.splits, info.resolution, info.fit, net, cache, batch_size, progress,
+                        info.channels)
+
+    train, held = real("train"), real("heldout")
     if train is None or held is None:
         raise UsageError("the audit needs training and held-out subjects' slices in the run's manifest")
     G = load_generator(ckpt).to(dev)
@@ -70,7 +75,7 @@ def audit(
         gen_img, train_img, held_img,
         [r.subject for r in train_records], percentile,
     )
-    out_dir = Path(out) if out else run_dir / "eval"
+    out_dir = Path(out) if out else info.run.eval
     out_dir.mkdir(parents=True, exist_ok=True)
     closest = result.closest(min(num_pairs, len(gen_img)))
     pairs = torch.stack([gen_img[closest], train_img[result.gen_nearest[closest]]], dim=1)  # [P, 2, C, R, R]
@@ -93,8 +98,8 @@ def audit(
 @hydra.main(config_path=str(CONF_DIR), config_name="audit", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     with cli.user_errors("audit"):
-        s = audit(resolve_ckpt(cfg.ckpt), cfg.num_gen, cfg.percentile, cfg.truncation_psi, cfg.seed,
-                  cfg.batch_size, cfg.device, cfg.extractor, cfg.num_pairs, cfg.cache_dir, cfg.out, cfg.progress)
+        settings = OmegaConf.to_container(cfg, resolve=True)  # conf/audit.yaml's keys are audit's arguments
+        s = audit(resolve_ckpt(settings.pop("ckpt")), **settings)
     print(f"near copies: {s['near_copy_fraction']:.1%} of {s['num_generated']} generated slices "
           f"(held-out baseline {s['heldout_baseline_fraction']:.1%}; thresholds: cosine {s['feature_threshold']:.4f}, "
           f"pixel correlation {s['pixel_threshold']:.4f})")

