@@ -58,7 +58,7 @@ def _cases() -> list[tuple[str, str, object, str]]:
          "model.r1_gama: no such setting; did you mean model.r1_gamma"),
         ("unknown-model", "train", lambda r: [f"resume={last(r)}", "model=nonexistent"],
          "model=nonexistent: no such option (the options are base, paper, small, tiny)"),
-        ("unknown-resolution", "train", lambda r: ov(r, "resolution=48"), "resolution=48: no such option"),
+        ("unknown-resolution", "train", lambda r: ov(r, "resolution=48"), "resolution=48 must be one of 32, 64, 128, 256, 512, 1024; nearest: 32 or 64"),
         ("eval-misspelt", "eval", lambda r: [f"ckpt={last(r)}", "num_gne=10"], "num_gne: no such setting; did you mean num_gen"),
         ("unparsable", "train", lambda r: ov(r, "kimg==3"), "cannot read the override 'kimg==3'"),
         # A resume or a start that would change what the run is.

@@ -28,7 +28,7 @@ def test_overrides_hydra_accepts_pass(args):
     ("train", ["model=nonexistent"], "model=nonexistent: no such option (the options are base, paper, small, tiny)"),
     ("train", ["model=smal"], "model=smal: no such option (the options are base, paper, small, tiny); nearest: small"),
     ("train", ["-m", "model=base,papr"], "model=papr: no such option (the options are base, paper, small, tiny); nearest: paper"),
-    ("train", ["resolution='48'"], "resolution=48: no such option (the options are 32, 64, 128, 256, 512); nearest: 32 or 64"),
+    ("train", ["experiment=huge"], "experiment=huge: no such option (the options are cpu)"),
     ("train", ["dataset=adni", "dataset.demo_subjects=5"], "dataset.demo_subjects: no such setting"),
     ("train", ["hydra/launcher=slurm", "hydra.launcher.partitio=gpu"], "hydra.launcher.partitio: no such setting; did you mean hydra.launcher.partition?"),
     ("train", ["-m", "model.lr_g=interval(0.001,0.01)", "model.r1_gama=1"], "model.r1_gama: no such setting"),

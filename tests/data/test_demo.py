@@ -139,5 +139,5 @@ def test_default_root_matches_the_demo_config(monkeypatch, tmp_path) -> None:
     from braingan.data.demo import default_demo_root
 
     monkeypatch.setenv("BRAINGAN_CACHE", str(tmp_path))
-    cfg = OmegaConf.load(CONF_DIR / "dataset" / "demo.yaml")
-    assert default_demo_root() == tmp_path / "demo" == Path(cfg.root)
+    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "paths.yaml"), {"dataset": OmegaConf.load(CONF_DIR / "dataset" / "demo.yaml")})
+    assert default_demo_root() == tmp_path / "demo" == Path(cfg.dataset.root)
