@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from runhelpers import DEMO_SUBJECTS
-from slurm_cluster import slurm_cluster  # noqa: F401  (the SLURM fixture, tests/slurm_cluster.py)
+from helpers.runs import DEMO_SUBJECTS
+from helpers.slurm import slurm_cluster  # noqa: F401  (the SLURM fixture, tests/helpers/slurm.py)
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +32,27 @@ def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data") / "demo"
     build_demo_dataset(root, num_subjects=DEMO_SUBJECTS, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_run(tmp_path_factory, demo_root) -> Path:
+    """One tiny demo run (one step of 8 at 32 px) shared by the tests that only read its checkpoint
+    (eval, generate): <tmp>/run, with its caches in <tmp>/cache. Tests must not change its files."""
+    from braingan.experiment.run import train
+
+    from helpers.runs import compose, tiny_overrides
+
+    return train(compose(tiny_overrides(tmp_path_factory.mktemp("tiny_demo"), demo_root, 0.008)))
+
+
+@pytest.fixture(scope="session")
+def tiny_adni_run(tmp_path_factory) -> Path:
+    """One tiny conditional run on the ADNI AD/NC fixture tree (one step of 8 at 32 px), shared the same way."""
+    from braingan.experiment.run import train
+
+    from helpers.mri import write_adni
+    from helpers.runs import compose, tiny_overrides
+
+    tmp = tmp_path_factory.mktemp("tiny_adni")
+    root = write_adni(tmp / "ADNI")
+    return train(compose(tiny_overrides(tmp, root / "AD_NC", 0.008, dataset="adni")))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runhelpers import REPO
+from helpers.runs import REPO
 
 PACKAGE = REPO / "src" / "braingan"
 ENTRY_POINTS = ("train", "eval", "audit", "generate", "prepare", "bench", "guard", "plots", "sweep_report")

@@ -8,7 +8,7 @@ import pytest
 
 from braingan.checkpoint import load_checkpoint
 
-from runhelpers import run_tool, tiny_overrides, tree_digest, without
+from helpers.runs import run_tool, tiny_overrides, tree_digest, without
 
 KIMG = 0.064  # the existing run: 8 steps, last.ckpt and kimg_000000.064.ckpt
 

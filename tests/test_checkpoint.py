@@ -154,14 +154,6 @@ def test_the_run_of_a_checkpoint_is_its_run_folder_or_the_folder_of_a_loose_file
     assert read_info(REAL).run == RunDir(REAL.parent)  # a loose file: its own folder
 
 
-def test_the_old_wrappers_answer_what_read_info_does():
-    from braingan.checkpoint import checkpoint_kimg, load_data_info, read_info
-
-    info = read_info(REAL)
-    assert checkpoint_kimg(REAL) == info.kimg == pytest.approx(0.016)
-    assert load_data_info(REAL) == {"class_names": ["AD", "NC"], "geometry": info.geometry}
-
-
 def test_a_checkpoint_of_a_newer_format_is_refused_in_one_line(tmp_path):
     from braingan.checkpoint import FORMAT_VERSION, read_info
     from braingan.training.module import StyleGAN2Module

@@ -14,7 +14,7 @@ from braingan.nn.synthesis import Generator
 from braingan.experiment.settings import build_configs, build_datamodule
 from braingan.training.module import StyleGAN2Module
 
-from runhelpers import REPO, compose
+from helpers.runs import REPO, compose
 
 DATASETS = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from runhelpers import one_line_exit
+from helpers.runs import one_line_exit
 
 TOOLS = ("train", "eval", "audit", "generate", "prepare", "bench", "guard", "plots", "sweep_report")
 

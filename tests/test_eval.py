@@ -11,7 +11,7 @@ import torch
 
 from braingan.audit import audit
 from braingan.experiment.run import train
-from runhelpers import REPO, compose, tiny_overrides
+from helpers.runs import REPO, compose, tiny_overrides
 
 
 @pytest.mark.parametrize("tool,function,not_settings", [("eval", "evaluate", set()), ("audit", "audit", {"generator"})])
@@ -37,10 +37,8 @@ def test_every_setting_of_the_tool_is_a_keyword_argument_of_its_function(tool, f
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory, demo_root):
-    tmp = tmp_path_factory.mktemp("evalrun")
-    run = train(compose(tiny_overrides(tmp, demo_root, 0.008)))
-    return run / "checkpoints" / "last.ckpt", tmp / "cache"
+def tiny_ckpt(tiny_demo_run):
+    return tiny_demo_run / "checkpoints" / "last.ckpt", tiny_demo_run.parent / "cache"
 
 
 def _make_eval(ckpt, cache, *args):

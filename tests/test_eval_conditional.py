@@ -9,8 +9,8 @@ import pytest
 
 from braingan.checkpoint import read_info
 from braingan.experiment.run import train
-from mri_fixtures import write_adni
-from runhelpers import REPO, compose, tiny_overrides
+from helpers.mri import write_adni
+from helpers.runs import REPO, compose, tiny_overrides
 
 CLASSES = ("AD", "NC")
 NUM_GEN = 32  # > pr_k per class even for the smaller class; Inception on CPU dominates the run time

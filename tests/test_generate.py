@@ -18,24 +18,20 @@ from braingan.utils.animation import interpolation_path, lerp, slerp
 from braingan.utils.errors import UsageError
 from braingan.experiment.run import train
 
-from mri_fixtures import write_adni
-from runhelpers import compose, one_line_exit, tiny_overrides
+from helpers.mri import write_adni
+from helpers.runs import compose, one_line_exit, tiny_overrides
 
 W, H = 256, 240  # ADNI's native size (the fixture writes 256 x 240 JPEGs); the model is 32 x 32
 
 
 @pytest.fixture(scope="module")
-def adni_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("adni")
-    root = write_adni(tmp / "ADNI")
-    run = train(compose(tiny_overrides(tmp, root / "AD_NC", 0.008, dataset="adni")))
-    return run / "checkpoints" / "last.ckpt"
+def adni_ckpt(tiny_adni_run: Path) -> Path:
+    return tiny_adni_run / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="module")
-def demo_ckpt(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Path:
-    run = train(compose(tiny_overrides(tmp_path_factory.mktemp("demo"), demo_root, 0.008)))
-    return run / "checkpoints" / "last.ckpt"
+def demo_ckpt(tiny_demo_run: Path) -> Path:
+    return tiny_demo_run / "checkpoints" / "last.ckpt"
 
 
 def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from braingan.checkpoint import load_checkpoint
 from braingan.experiment.run import train
 
-from runhelpers import compose, tiny_overrides
+from helpers.runs import compose, tiny_overrides
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from braingan.checkpoint import load_checkpoint
 from braingan.experiment.run import train
 
-from runhelpers import compose, tiny_overrides
+from helpers.runs import compose, tiny_overrides
 
 TAGS = ("Loss/G", "Loss/D", "Loss/r1_penalty", "Loss/pl_penalty", "Loss/path_length", "D/real", "D/fake")
 

@@ -14,7 +14,7 @@ from braingan.experiment.command import tool_arguments
 from braingan.experiment.speed_guard import compare_curves, run_config
 from braingan.guard import CPU_DEFAULTS
 
-from runhelpers import DEMO_SUBJECTS, REPO
+from helpers.runs import DEMO_SUBJECTS, REPO
 
 TAGS = ("Loss/G", "Loss/D", "D/real", "D/fake")
 STEPS = 16  # guard.kimg=0.128 at batch 8

@@ -15,7 +15,7 @@ from braingan.experiment.command import tool_arguments
 from braingan.reporting.references import reference_for
 from braingan.training.config import TrainConfig
 
-from runhelpers import DEMO_SUBJECTS, REPO
+from helpers.runs import DEMO_SUBJECTS, REPO
 
 FIELDS = (
     "device", "versions", "config", "warmup_steps", "measured_steps", "lazy_period", "r1_steps", "pl_steps",

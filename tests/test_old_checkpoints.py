@@ -16,8 +16,8 @@ from braingan.experiment.run import train
 from braingan.nn.config import NetworkConfig
 from braingan.training.module import StyleGAN2Module
 from fixtures.make_conditional_v0 import ADNI, KIMG, MODEL, OUT
-from mri_fixtures import write_adni
-from runhelpers import compose, tiny_overrides
+from helpers.mri import write_adni
+from helpers.runs import compose, tiny_overrides
 
 CKPT = OUT / "last.ckpt"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runhelpers import REPO
+from helpers.runs import REPO
 
 pytestmark = pytest.mark.slow
 

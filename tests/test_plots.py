@@ -19,7 +19,7 @@ from braingan import plots as plots_module
 from braingan.reporting.tensorboard import smooth
 from braingan.experiment.run import train
 
-from runhelpers import compose, one_line_exit, tiny_overrides
+from helpers.runs import compose, one_line_exit, tiny_overrides
 
 # What the files are named after, per tag prefix (the contract of `make plots`).
 STEMS = {"Loss": "losses", "D": "d_outputs", "ADA": "ada", "Speed": "speed", "Metrics": "metrics", "Progress": "progress"}

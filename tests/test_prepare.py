@@ -19,7 +19,7 @@ from braingan.data.layouts import OASIS_NAME, DatasetError, discover
 from braingan.data.splits import check_no_leak
 from braingan.prepare import prepare
 
-from runhelpers import REPO, one_line_exit
+from helpers.runs import REPO, one_line_exit
 
 SHAPE = (40, 48, 36)  # [X, Y, Z] voxels of the phantom in RAS+: x -> right, y -> anterior, z -> up
 SPLITS = ("train", "validate", "test")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from runhelpers import REPO, run_tool
+from helpers.runs import REPO, run_tool
 
 FIXTURE = REPO / "tests" / "fixtures" / "run_v1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from braingan.checkpoint import load_checkpoint
 
-from runhelpers import REPO, tiny_overrides
+from helpers.runs import REPO, tiny_overrides
 
 KIMG = 1.2
 

@@ -1,5 +1,5 @@
 """SLURM sweeps: `make sweep` (Hydra's submitit launcher, conf/hydra/launcher/slurm.yaml) on a real
-one-node cluster (tests/slurm_cluster.py), then `make sweep-report` on its runs."""
+one-node cluster (tests/helpers/slurm.py), then `make sweep-report` on its runs."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from braingan.checkpoint import load_checkpoint
 
-from runhelpers import REPO, tiny_overrides
+from helpers.runs import REPO, tiny_overrides
 
 
 def _compose_with_hydra(overrides: list[str]):

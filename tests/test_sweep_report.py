@@ -18,7 +18,7 @@ from braingan import sweep_report as sr
 from braingan.reporting.tables import cell, fixed_width
 from braingan.rundir import sweep_runs
 
-from runhelpers import REPO
+from helpers.runs import REPO
 
 
 def make_run(

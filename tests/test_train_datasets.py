@@ -12,8 +12,8 @@ from PIL import Image
 from braingan.checkpoint import load_checkpoint
 from braingan.experiment.run import train
 
-from mri_fixtures import write_adni, write_knee_folder, write_oasis
-from runhelpers import compose, tiny_overrides
+from helpers.mri import write_adni, write_knee_folder, write_oasis
+from helpers.runs import compose, tiny_overrides
 
 ONE_STEP = 0.008  # kimg: one batch of 8
 

@@ -18,7 +18,7 @@ from braingan.rundir import RunDir
 from braingan.training.distributed import GANDDPStrategy
 from braingan.training.distributed import tensor_digest
 
-from runhelpers import REPO, tiny_overrides
+from helpers.runs import REPO, tiny_overrides
 
 # R1 and path length every second step, ADA moving p a visible amount on every step.
 DDP = {

@@ -8,7 +8,7 @@ import pytest
 
 from braingan.checkpoint import load_checkpoint
 
-from runhelpers import run_tool, tiny_overrides, tmpfs, without
+from helpers.runs import run_tool, tiny_overrides, tmpfs, without
 
 
 @pytest.mark.slow

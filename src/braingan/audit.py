@@ -99,7 +99,7 @@ def audit(
 def _hydra_main(cfg: DictConfig) -> None:
     with cli.user_errors("audit"):
         settings = OmegaConf.to_container(cfg, resolve=True)  # conf/audit.yaml's keys are audit's arguments
-        s = audit(resolve_ckpt(settings.pop("ckpt")), **settings)
+        s = audit(resolve_ckpt(settings.pop("ckpt"), settings.pop("paths")["outputs"]), **settings)
     print(f"near copies: {s['near_copy_fraction']:.1%} of {s['num_generated']} generated slices "
           f"(held-out baseline {s['heldout_baseline_fraction']:.1%}; thresholds: cosine {s['feature_threshold']:.4f}, "
           f"pixel correlation {s['pixel_threshold']:.4f})")

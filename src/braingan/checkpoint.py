@@ -356,13 +356,3 @@ def load_generator(path: str | os.PathLike, which: str = "G_ema", map_location: 
     G.load_state_dict(state)
     return G.eval().requires_grad_(False)
 
-
-def checkpoint_kimg(path: str | os.PathLike) -> float:
-    """Training time stored in a checkpoint, in kimg (kept for callers not yet on `read_info`)."""
-    return read_info(path).kimg
-
-
-def load_data_info(path: str | os.PathLike) -> dict:
-    """{"class_names": [...], "geometry": Geometry | None} (kept for callers not yet on `read_info`)."""
-    info = read_info(path)
-    return {"class_names": info.class_names, "geometry": info.geometry}

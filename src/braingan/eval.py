@@ -164,7 +164,7 @@ def format_table(result: dict) -> str:
 def _hydra_main(cfg: DictConfig) -> None:
     with cli.user_errors("eval"):
         settings = OmegaConf.to_container(cfg, resolve=True)  # conf/eval.yaml's keys are evaluate's arguments
-        result = evaluate(resolve_ckpt(settings.pop("ckpt")), **settings)
+        result = evaluate(resolve_ckpt(settings.pop("ckpt"), settings.pop("paths")["outputs"]), **settings)
     print(format_table(result))
     print(f"wrote {result['settings']['metrics_json']}")
 

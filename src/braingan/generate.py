@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from . import cli
 from .checkpoint import load_generator, read_info
-from .conf_utils import CONF_DIR
+from .confdir import CONF_DIR
 from .data.fit import Geometry
 from .nn.synthesis import Generator
 from .reporting.figures import scatter_embedding

@@ -27,7 +27,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from . import cli
-from .conf_utils import CONF_DIR
+from .confdir import CONF_DIR
 from .reporting.figures import figure, save_figure
 from .reporting.tensorboard import event_dir, read_scalars, smooth
 from .rundir import RunDir, newest_run

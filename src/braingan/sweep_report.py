@@ -35,7 +35,7 @@ import hydra
 from omegaconf import DictConfig
 
 from . import cli
-from .conf_utils import CONF_DIR
+from .confdir import CONF_DIR
 from .reporting.tables import cell, fixed_width
 from .reporting.tensorboard import event_dir, read_scalars
 from .rundir import RunDir, newest_sweep, sweep_runs
@@ -75,13 +75,13 @@ def varying_keys(overrides: list[list[str]]) -> list[str]:
 
 def checkpoint_kimg(run: Path) -> float | None:
     """kimg stored in <run>/checkpoints/last.ckpt; None when there is none (or it cannot be read)."""
-    from .checkpoint import checkpoint_kimg as stored_kimg
+    from .checkpoint import read_info
 
     path = RunDir(run).last
     if not path.is_file():
         return None
     try:
-        return stored_kimg(path)
+        return read_info(path).kimg
     except Exception:  # a foreign or damaged file: report what TensorBoard knows instead
         return None
 

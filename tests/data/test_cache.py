@@ -17,7 +17,7 @@ from braingan.data.cache import SliceCache, cache_key
 from braingan.data.dataset import SliceDataset
 from braingan.data.layouts import DatasetError, SliceRecord
 from braingan.data.sampler import InfiniteSampler
-from runhelpers import tmpfs
+from helpers.runs import tmpfs
 
 WritePng = Callable[[Path, np.ndarray], Path]
 

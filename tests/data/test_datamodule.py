@@ -13,7 +13,7 @@ from braingan.data.datamodule import SliceDataModule
 from braingan.data.layouts import DatasetError, SliceRecord
 from braingan.data.manifest import read_manifest
 from braingan.data.sampler import InfiniteSampler
-from mri_fixtures import write_adni, write_knee_folder, write_oasis
+from helpers.mri import write_adni, write_knee_folder, write_oasis
 
 
 def heldout(dm: SliceDataModule) -> list[SliceRecord]:

@@ -19,7 +19,7 @@ from braingan.experiment.run import train
 from braingan.experiment.settings import build_configs
 from braingan.training.module import StyleGAN2Module
 
-from runhelpers import compose, tiny_overrides
+from helpers.runs import compose, tiny_overrides
 
 TAGS = ("Loss/G", "Loss/D", "Loss/r1_penalty", "Loss/pl_penalty", "Loss/path_length", "D/real", "D/fake")
 

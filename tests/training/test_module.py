@@ -7,7 +7,7 @@ import torch
 from braingan.experiment.settings import build_configs
 from braingan.training.module import StyleGAN2Module
 
-from runhelpers import compose
+from helpers.runs import compose
 
 
 @pytest.mark.parametrize("c_dim,per_row", [(0, 16), (2, 8), (5, 3), (7, 2), (20, 1)])

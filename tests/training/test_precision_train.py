@@ -17,7 +17,7 @@ from braingan.nn.synthesis import Generator
 from braingan.experiment.settings import build_configs
 from braingan.training import losses
 
-from runhelpers import REPO, compose, tiny_overrides
+from helpers.runs import REPO, compose, tiny_overrides
 
 
 @pytest.mark.parametrize(

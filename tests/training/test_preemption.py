@@ -16,7 +16,7 @@ from braingan.checkpoint import load_checkpoint
 from braingan.experiment.run import train
 from braingan.training.preemption import Preemption, signal_number
 
-from runhelpers import REPO, compose, tiny_overrides
+from helpers.runs import REPO, compose, tiny_overrides
 
 EXTRA = {"model.r1_interval": 4, "model.pl_interval": 2, "augment.kimg": 0.5, "augment.target": 0.0}
 KIMG = 0.4

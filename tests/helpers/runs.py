@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO_SUBJECTS = 5  # the end-to-end tests' demo set: 5 pseudo-subjects x 32 slices
 
 
