@@ -1,4 +1,5 @@
 """Shared fixtures: seeding, GPU-test skipping, and the small demo dataset of the end-to-end tests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,7 +40,6 @@ def tiny_demo_run(tmp_path_factory, demo_root) -> Path:
     """One tiny demo run (one step of 8 at 32 px) shared by the tests that only read its checkpoint
     (eval, generate): <tmp>/run, with its caches in <tmp>/cache. Tests must not change its files."""
     from braingan.experiment.run import train
-
     from helpers.runs import compose, tiny_overrides
 
     return train(compose(tiny_overrides(tmp_path_factory.mktemp("tiny_demo"), demo_root, 0.008)))
@@ -49,7 +49,6 @@ def tiny_demo_run(tmp_path_factory, demo_root) -> Path:
 def tiny_adni_run(tmp_path_factory) -> Path:
     """One tiny conditional run on the ADNI AD/NC fixture tree (one step of 8 at 32 px), shared the same way."""
     from braingan.experiment.run import train
-
     from helpers.mri import write_adni
     from helpers.runs import compose, tiny_overrides
 

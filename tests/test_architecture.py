@@ -7,6 +7,7 @@
 - one module owns the checkpoint format (`torch.load` only in checkpoint.py) and one the run-folder
   layout (the literals "checkpoints" and "last.ckpt" only in rundir.py).
 """
+
 from __future__ import annotations
 
 import ast
@@ -67,60 +68,92 @@ def test_no_entry_point_imports_another():
 
 
 def test_no_module_imports_a_private_name_of_another():
-    bad = [f"{path.relative_to(REPO)}:{line} imports {module}.{name}"
-           for path in SOURCES for module, name, line in imports(path)
-           if module.startswith("braingan") and name and name.startswith("_") and not name.startswith("__")]
-    bad += [f"{path.relative_to(REPO)}:{line} imports {module}"
-            for path in SOURCES for module, _, line in imports(path)
-            if module.startswith("braingan") and any(p.startswith("_") and p != "__init__" for p in module.split("."))]
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {module}.{name}"
+        for path in SOURCES
+        for module, name, line in imports(path)
+        if module.startswith("braingan") and name and name.startswith("_") and not name.startswith("__")
+    ]
+    bad += [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for path in SOURCES
+        for module, _, line in imports(path)
+        if module.startswith("braingan") and any(p.startswith("_") and p != "__init__" for p in module.split("."))
+    ]
     assert not bad, "\n".join(bad)
 
 
 @pytest.mark.parametrize("package", LIBRARY)
 def test_library_packages_know_no_hydra_no_experiment_and_no_entry_point(package):
     forbidden = ("hydra", "braingan.experiment", *(f"braingan.{e}" for e in ENTRY_POINTS), "braingan.cli")
-    bad = [f"{path.relative_to(REPO)}:{line} imports {module}"
-           for path in sorted((PACKAGE / package).rglob("*.py")) for module, _, line in imports(path)
-           if any(module == f or module.startswith(f + ".") for f in forbidden)]
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for path in sorted((PACKAGE / package).rglob("*.py"))
+        for module, _, line in imports(path)
+        if any(module == f or module.startswith(f + ".") for f in forbidden)
+    ]
     assert not bad, "\n".join(bad)
 
 
 def _calls_torch_load(path: Path) -> list[int]:
     tree = ast.parse(path.read_text())
-    return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "load"
-            and isinstance(n.value, ast.Name) and n.value.id == "torch"]
+    return [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and n.attr == "load" and isinstance(n.value, ast.Name) and n.value.id == "torch"
+    ]
 
 
 def test_only_checkpoint_py_reads_checkpoint_files():
-    bad = [f"{p.relative_to(REPO)}:{line}" for p in SOURCES if p.name != "checkpoint.py" for line in _calls_torch_load(p)]
+    bad = [
+        f"{p.relative_to(REPO)}:{line}" for p in SOURCES if p.name != "checkpoint.py" for line in _calls_torch_load(p)
+    ]
     assert not bad, "torch.load outside checkpoint.py: " + ", ".join(bad)
     assert _calls_torch_load(PACKAGE / "checkpoint.py")  # the check finds the one that is there
 
 
 def _string_literals(path: Path) -> list[tuple[str, int]]:
     tree = ast.parse(path.read_text())
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
-    return [(n.value, n.lineno) for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
+    return [
+        (n.value, n.lineno)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    ]
 
 
 @pytest.mark.parametrize("literal", ["checkpoints", "last.ckpt"])
 def test_only_rundir_py_spells_the_run_folder_layout(literal):
-    bad = [f"{p.relative_to(REPO)}:{line}" for p in SOURCES if p.name != "rundir.py"
-           for value, line in _string_literals(p) if value == literal]
+    bad = [
+        f"{p.relative_to(REPO)}:{line}"
+        for p in SOURCES
+        if p.name != "rundir.py"
+        for value, line in _string_literals(p)
+        if value == literal
+    ]
     assert not bad, f"the literal {literal!r} outside rundir.py: " + ", ".join(bad)
     assert any(value == literal for value, _ in _string_literals(PACKAGE / "rundir.py"))
 
 
 def test_the_key_of_our_checkpoint_entry_is_spelt_once():
-    bad = [f"{p.relative_to(REPO)}:{line}" for p in SOURCES if p.name != "checkpoint.py"
-           for value, line in _string_literals(p) if value == "braingan" and _used_as_key(p, line)]
+    bad = [
+        f"{p.relative_to(REPO)}:{line}"
+        for p in SOURCES
+        if p.name != "checkpoint.py"
+        for value, line in _string_literals(p)
+        if value == "braingan" and _used_as_key(p, line)
+    ]
     assert not bad, "the checkpoint entry 'braingan' spelt outside checkpoint.py: " + ", ".join(bad)
 
 
 def _used_as_key(path: Path, line: int) -> bool:
     """Whether a 'braingan' literal on `line` indexes a dict (x["braingan"], .get("braingan"))."""
     text = path.read_text().splitlines()[line - 1]
-    return '["braingan"]' in text or ".get(\"braingan\"" in text
+    return '["braingan"]' in text or '.get("braingan"' in text

@@ -1,5 +1,6 @@
 """Bad input through the real entry points: exit code 2, one line on stderr that names the problem,
 and not one file of an existing run changed (checksums of the whole run folder before and after)."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,6 @@ import shutil
 import pytest
 
 from braingan.checkpoint import load_checkpoint
-
 from helpers.runs import run_tool, tiny_overrides, tree_digest, without
 
 KIMG = 0.064  # the existing run: 8 steps, last.ckpt and kimg_000000.064.ckpt
@@ -31,45 +31,109 @@ def runs(tmp_path_factory, demo_root) -> dict:
 
 def _cases() -> list[tuple[str, str, object, str]]:
     """(id, tool, args from the runs fixture, text the one line must hold)."""
+
     def ov(r, *extra, into="run"):
         return [*r["overrides"], f"hydra.run.dir={r[into]}", *extra]
 
     last = lambda r, into="run": r[into] / "checkpoints" / "last.ckpt"  # noqa: E731
     return [
         # Files that are not checkpoints, given to each tool that reads one.
-        ("resume-text", "train", lambda r: [f"resume={r['run'] / 'notes.txt'}"], "is not a braingan checkpoint: it is a text file"),
+        (
+            "resume-text",
+            "train",
+            lambda r: [f"resume={r['run'] / 'notes.txt'}"],
+            "is not a braingan checkpoint: it is a text file",
+        ),
         ("resume-png", "train", lambda r: [f"resume={r['run'] / 'samples' / 'reals.png'}"], "it is a PNG image"),
         ("resume-manifest", "train", lambda r: [f"resume={r['run'] / 'manifest.csv'}"], "manifest.csv?"),
-        ("eval-text", "eval", lambda r: [f"ckpt={r['run'] / 'notes.txt'}"], "is not a braingan checkpoint: it is a text file"),
+        (
+            "eval-text",
+            "eval",
+            lambda r: [f"ckpt={r['run'] / 'notes.txt'}"],
+            "is not a braingan checkpoint: it is a text file",
+        ),
         ("audit-png", "audit", lambda r: [f"ckpt={r['run'] / 'samples' / 'reals.png'}"], "it is a PNG image"),
-        ("generate-manifest", "generate", lambda r: [f"ckpt={r['run'] / 'manifest.csv'}"], "is not a braingan checkpoint"),
+        (
+            "generate-manifest",
+            "generate",
+            lambda r: [f"ckpt={r['run'] / 'manifest.csv'}"],
+            "is not a braingan checkpoint",
+        ),
         # A damaged last.ckpt: named, with the newest intact snapshot and how to go on from it.
-        ("resume-truncated", "train", lambda r: [f"resume={last(r, 'damaged')}"],
-         "is damaged (PyTorch cannot read it: PytorchStreamReader failed reading zip archive"),
+        (
+            "resume-truncated",
+            "train",
+            lambda r: [f"resume={last(r, 'damaged')}"],
+            "is damaged (PyTorch cannot read it: PytorchStreamReader failed reading zip archive",
+        ),
         ("continue-truncated", "train", lambda r: ov(r, into="damaged"), "the newest intact checkpoint of this run is"),
-        ("eval-truncated", "eval", lambda r: [f"ckpt={last(r, 'damaged')}"], "kimg_000000.064.ckpt (0.064 kimg): use ckpt="),
+        (
+            "eval-truncated",
+            "eval",
+            lambda r: [f"ckpt={last(r, 'damaged')}"],
+            "kimg_000000.064.ckpt (0.064 kimg): use ckpt=",
+        ),
         # Settings that cannot train, checked before any data is decoded.
         ("batch-0", "train", lambda r: ov(r, "batch_size=0"), "batch_size=0 must be a whole number >= 1"),
-        ("batch-7", "train", lambda r: ov(r, "batch_size=7"), "batch_size=7 is not divisible by the minibatch-std group size"),
+        (
+            "batch-7",
+            "train",
+            lambda r: ov(r, "batch_size=7"),
+            "batch_size=7 is not divisible by the minibatch-std group size",
+        ),
         ("kimg-negative", "train", lambda r: ov(r, "kimg=-1"), "kimg=-1 must be a number > 0"),
         ("kimg-0", "train", lambda r: ov(r, "kimg=0"), "kimg=0 must be a number > 0"),
         # Misspelt keys and unknown options: Hydra's errors, in one line with the nearest valid ones.
-        ("misspelt-key", "train", lambda r: [f"resume={last(r)}", "model.r1_gama=1"],
-         "model.r1_gama: no such setting; did you mean model.r1_gamma"),
-        ("unknown-model", "train", lambda r: [f"resume={last(r)}", "model=nonexistent"],
-         "model=nonexistent: no such option (the options are base, paper, small, tiny)"),
-        ("unknown-resolution", "train", lambda r: ov(r, "resolution=48"), "resolution=48 must be one of 32, 64, 128, 256, 512, 1024; nearest: 32 or 64"),
-        ("eval-misspelt", "eval", lambda r: [f"ckpt={last(r)}", "num_gne=10"], "num_gne: no such setting; did you mean num_gen"),
+        (
+            "misspelt-key",
+            "train",
+            lambda r: [f"resume={last(r)}", "model.r1_gama=1"],
+            "model.r1_gama: no such setting; did you mean model.r1_gamma",
+        ),
+        (
+            "unknown-model",
+            "train",
+            lambda r: [f"resume={last(r)}", "model=nonexistent"],
+            "model=nonexistent: no such option (the options are base, paper, small, tiny)",
+        ),
+        (
+            "unknown-resolution",
+            "train",
+            lambda r: ov(r, "resolution=48"),
+            "resolution=48 must be one of 32, 64, 128, 256, 512, 1024; nearest: 32 or 64",
+        ),
+        (
+            "eval-misspelt",
+            "eval",
+            lambda r: [f"ckpt={last(r)}", "num_gne=10"],
+            "num_gne: no such setting; did you mean num_gen",
+        ),
         ("unparsable", "train", lambda r: ov(r, "kimg==3"), "cannot read the override 'kimg==3'"),
         # A resume or a start that would change what the run is.
-        ("resume-other-model", "train", lambda r: [f"resume={last(r)}", "model=small"],
-         "was trained with other settings (model.channel_base: 1024 -> 4096"),
-        ("start-into-other-run", "train", lambda r: ov(r, "model.r1_gamma=5"),
-         "already holds a run with other settings (model.r1_gamma: 0.1 -> 5"),
+        (
+            "resume-other-model",
+            "train",
+            lambda r: [f"resume={last(r)}", "model=small"],
+            "was trained with other settings (model.channel_base: 1024 -> 4096",
+        ),
+        (
+            "start-into-other-run",
+            "train",
+            lambda r: ov(r, "model.r1_gamma=5"),
+            "already holds a run with other settings (model.r1_gamma: 0.1 -> 5",
+        ),
         # Data errors raised on purpose arrive without their traceback.
-        ("missing-root", "train", lambda r: [*without(r["overrides"], "dataset.demo_subjects", "dataset.root"),
-                                             "dataset=oasis", f"dataset.root={r['base'] / 'nowhere'}",
-                                             f"hydra.run.dir={r['base'] / 'fresh'}"], "nowhere"),
+        (
+            "missing-root",
+            "train",
+            lambda r: [
+                *without(r["overrides"], "dataset.demo_subjects", "dataset.root"),
+                "dataset=oasis",
+                f"dataset.root={r['base'] / 'nowhere'}",
+                f"hydra.run.dir={r['base'] / 'fresh'}",
+            ],
+            "nowhere",
+        ),
     ]
 
 

@@ -1,4 +1,5 @@
 """Checkpoint reading: what a file is when it is not a checkpoint, and the newest intact one when it is damaged."""
+
 from __future__ import annotations
 
 import gzip
@@ -22,18 +23,25 @@ from braingan.utils.errors import MissingFileError
 REAL = Path(__file__).parent / "fixtures" / "conditional_v0" / "last.ckpt"  # a real training checkpoint
 
 
-@pytest.mark.parametrize("name,content,what", [
-    ("notes.txt", b"what I tried today\n", "a text file"),
-    ("manifest.csv", b"path,subject,slice,label,class,split\n/a.png,s1,0,0,,train\n", "a text file (CSV: a manifest.csv?)"),
-    ("metrics.json", b'{"fid": 12.5}\n', "a text file (JSON)"),
-    ("x.png", b"\x89PNG\r\n\x1a\n" + bytes(64), "a PNG image"),
-    ("x.jpeg", b"\xff\xd8\xff\xe0" + bytes(64), "a JPEG image"),
-    ("x.npy", b"\x93NUMPY\x01\x00" + bytes(64), "a NumPy array (.npy)"),
-    ("x.nii.gz", gzip.compress(b"volume"), "a gzip file (a .nii.gz volume?)"),
-    ("random.bin", bytes(range(256)) * 4, "a binary file that is not a zip archive"),
-    ("embedding.npz", None, "a NumPy .npz archive"),
-    ("slices.zip", None, "a zip archive that torch.save did not write"),
-])
+@pytest.mark.parametrize(
+    "name,content,what",
+    [
+        ("notes.txt", b"what I tried today\n", "a text file"),
+        (
+            "manifest.csv",
+            b"path,subject,slice,label,class,split\n/a.png,s1,0,0,,train\n",
+            "a text file (CSV: a manifest.csv?)",
+        ),
+        ("metrics.json", b'{"fid": 12.5}\n', "a text file (JSON)"),
+        ("x.png", b"\x89PNG\r\n\x1a\n" + bytes(64), "a PNG image"),
+        ("x.jpeg", b"\xff\xd8\xff\xe0" + bytes(64), "a JPEG image"),
+        ("x.npy", b"\x93NUMPY\x01\x00" + bytes(64), "a NumPy array (.npy)"),
+        ("x.nii.gz", gzip.compress(b"volume"), "a gzip file (a .nii.gz volume?)"),
+        ("random.bin", bytes(range(256)) * 4, "a binary file that is not a zip archive"),
+        ("embedding.npz", None, "a NumPy .npz archive"),
+        ("slices.zip", None, "a zip archive that torch.save did not write"),
+    ],
+)
 def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, name, content, what):
     path = tmp_path / name
     if name.endswith(".npz"):
@@ -52,7 +60,9 @@ def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, name,
 def test_pytorch_files_that_are_not_training_checkpoints_are_refused(tmp_path):
     state_dict = tmp_path / "weights.pt"
     torch.save({"conv.weight": torch.zeros(2)}, state_dict)
-    with pytest.raises(CheckpointError, match="it is a PyTorch file without the 'state_dict', 'hyper_parameters', 'braingan'"):
+    with pytest.raises(
+        CheckpointError, match="it is a PyTorch file without the 'state_dict', 'hyper_parameters', 'braingan'"
+    ):
         read_checkpoint(state_dict)
     legacy = tmp_path / "legacy.pt"
     torch.save({"a": 1}, legacy, _use_new_zipfile_serialization=False)
@@ -123,12 +133,16 @@ def _rewritten(tmp_path: Path, source: Path, **entry) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path,c_dim,d_mapping_layers,class_names,width,height", [
-    (REAL, 2, 0, ["AD", "NC"], 256, 240),  # conditional, written by commit 9aea301
-    (RUN_V1, 0, 8, [], 256, 256),          # unconditional run folder, written by commit 653fc40
-])
-def test_checkpoints_written_before_the_format_version_read_as_version_1(path, c_dim, d_mapping_layers, class_names,
-                                                                          width, height):
+@pytest.mark.parametrize(
+    "path,c_dim,d_mapping_layers,class_names,width,height",
+    [
+        (REAL, 2, 0, ["AD", "NC"], 256, 240),  # conditional, written by commit 9aea301
+        (RUN_V1, 0, 8, [], 256, 256),  # unconditional run folder, written by commit 653fc40
+    ],
+)
+def test_checkpoints_written_before_the_format_version_read_as_version_1(
+    path, c_dim, d_mapping_layers, class_names, width, height
+):
     from braingan.checkpoint import ENTRY, FORMAT_VERSION_KEY, read_info
 
     raw = read_checkpoint(path, mmap=True)
@@ -160,8 +174,11 @@ def test_a_checkpoint_of_a_newer_format_is_refused_in_one_line(tmp_path):
 
     newer = _rewritten(tmp_path, REAL, format_version=FORMAT_VERSION + 1)
     expected = f"written by a newer braingan (format {FORMAT_VERSION + 1}); upgrade"
-    for read in (lambda: read_checkpoint(newer, setting="resume"), lambda: read_info(newer, setting="resume"),
-                 lambda: load_generator(newer)):
+    for read in (
+        lambda: read_checkpoint(newer, setting="resume"),
+        lambda: read_info(newer, setting="resume"),
+        lambda: load_generator(newer),
+    ):
         with pytest.raises(CheckpointError) as info:
             read()
         assert str(info.value).endswith(expected) and "\n" not in str(info.value)
@@ -170,7 +187,9 @@ def test_a_checkpoint_of_a_newer_format_is_refused_in_one_line(tmp_path):
     with pytest.raises(CheckpointError, match=r"newer braingan \(format 3\); upgrade"):
         StyleGAN2Module.load_from_checkpoint(newer, map_location="cpu", weights_only=False)
     # The current version itself reads.
-    assert read_info(_rewritten(tmp_path / "same", REAL, format_version=FORMAT_VERSION)).format_version == FORMAT_VERSION
+    assert (
+        read_info(_rewritten(tmp_path / "same", REAL, format_version=FORMAT_VERSION)).format_version == FORMAT_VERSION
+    )
 
 
 def test_the_writer_and_the_reader_of_our_entry_round_trip():
@@ -185,8 +204,15 @@ def test_the_writer_and_the_reader_of_our_entry_round_trip():
     assert (state.format_version, state.cur_nimg, state.batch_idx, state.nonfinite_total) == (2, 1234, 7, 2)
     assert state.kimg == pytest.approx(1.234) and state.run_config == {"kimg": 1.0} and state.rng is rng
     assert state.rng_per_rank is None and state.rank_digests is None
-    write_training_state(checkpoint, cur_nimg=8, batch_idx=1, nonfinite_total=0, rng=rng,
-                         rng_per_rank=[rng, rng], rank_digests=[{"G.w": "a"}, {"G.w": "a"}])
+    write_training_state(
+        checkpoint,
+        cur_nimg=8,
+        batch_idx=1,
+        nonfinite_total=0,
+        rng=rng,
+        rng_per_rank=[rng, rng],
+        rank_digests=[{"G.w": "a"}, {"G.w": "a"}],
+    )
     state = training_state(checkpoint)
     assert state.rng_per_rank == [rng, rng] and state.rank_digests == [{"G.w": "a"}, {"G.w": "a"}]
     assert state.run_config is None  # written without one
@@ -220,4 +246,6 @@ def test_the_run_v1_checkpoint_loads_into_the_module_strictly():
     assert module.net_cfg.z_dim == 8 and module.net_cfg.c_dim == 0
     for key, value in module.state_dict().items():
         assert torch.equal(value, raw["state_dict"][key]), key
-    assert module._pending_rng is not None and torch.equal(module._pending_rng["torch"], raw["braingan"]["rng"]["torch"])
+    assert module._pending_rng is not None and torch.equal(
+        module._pending_rng["torch"], raw["braingan"]["rng"]["torch"]
+    )

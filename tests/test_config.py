@@ -1,4 +1,5 @@
 """Every config-group combination composes and instantiates; overrides work like the README says."""
+
 from __future__ import annotations
 
 import itertools
@@ -9,11 +10,10 @@ import pytorch_lightning as pl
 
 from braingan.confdir import CONF_DIR
 from braingan.experiment.resume import legacy_overrides, replay_overrides, run_dir_for_resume
+from braingan.experiment.settings import build_configs, build_datamodule
 from braingan.nn.discriminator import Discriminator
 from braingan.nn.synthesis import Generator
-from braingan.experiment.settings import build_configs, build_datamodule
 from braingan.training.module import StyleGAN2Module
-
 from helpers.runs import REPO, compose
 
 DATASETS = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml"))
@@ -34,7 +34,9 @@ def test_groups_hold_the_documented_options():
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_every_combination_composes(trainer):
     for dataset, model, res in itertools.product(DATASETS, MODELS, RESOLUTIONS):
-        cfg = compose([f"trainer={trainer}", f"dataset={dataset}", f"model={model}", f"resolution={res}", "run_dir=/tmp/x"])
+        cfg = compose(
+            [f"trainer={trainer}", f"dataset={dataset}", f"model={model}", f"resolution={res}", "run_dir=/tmp/x"]
+        )
         assert cfg.resolution == int(res) and cfg.dataset.name == dataset
         net, tc = build_configs(cfg)
         assert net.img_resolution == int(res) and tc.batch_size == cfg.batch_size
@@ -74,8 +76,16 @@ def test_r1_gamma_and_ema_kimg_auto_are_the_official_heuristics(batch, gamma, em
         assert (cfg.model.r1_gamma, cfg.model.ema_kimg) == ("auto", "auto")
         tc = build_configs(cfg)[1]
         assert tc.r1_gamma == pytest.approx(gamma, rel=1e-12) and tc.ema_kimg == pytest.approx(ema, rel=1e-12)
-    cfg = compose(["model=paper", "resolution=256", f"batch_size={batch}", "model.r1_gamma=auto",
-                   "model.ema_kimg=auto", "run_dir=/tmp/x"])
+    cfg = compose(
+        [
+            "model=paper",
+            "resolution=256",
+            f"batch_size={batch}",
+            "model.r1_gamma=auto",
+            "model.ema_kimg=auto",
+            "run_dir=/tmp/x",
+        ]
+    )
     tc = build_configs(cfg)[1]
     assert tc.r1_gamma == pytest.approx(gamma, rel=1e-12) and tc.ema_kimg == pytest.approx(ema, rel=1e-12)
 
@@ -126,13 +136,19 @@ def test_resolution_is_a_plain_number_and_a_bad_one_is_one_line():
 
     assert compose(["resolution=64", "run_dir=/tmp/x"]).resolution == 64
     for bad, near in (("48", "32 or 64"), ("2048", "1024 or 512")):
-        with pytest.raises(ValueError, match=f"^resolution={bad} must be one of 32, 64, 128, 256, 512, 1024; nearest: {near}$"):
+        with pytest.raises(
+            ValueError, match=f"^resolution={bad} must be one of 32, 64, 128, 256, 512, 1024; nearest: {near}$"
+        ):
             check_settings(compose([f"resolution={bad}", "run_dir=/tmp/x"]), 1)
 
 
 def test_overrides_of_format_1_runs_read_as_they_meant_it():
     # resolution was a group (saved quoted) and trainer=cpu chose the CPU preset.
-    assert legacy_overrides(["trainer=cpu", "resolution='64'", "kimg=5"]) == ["experiment=cpu", "resolution=64", "kimg=5"]
+    assert legacy_overrides(["trainer=cpu", "resolution='64'", "kimg=5"]) == [
+        "experiment=cpu",
+        "resolution=64",
+        "kimg=5",
+    ]
     assert legacy_overrides(["trainer=gpu", "resolution=128"]) == ["trainer=gpu", "resolution=128"]
     assert legacy_overrides(["trainer=cpu", "experiment=cpu"]) == ["trainer=cpu", "experiment=cpu"]
 
@@ -144,8 +160,12 @@ def test_a_misspelt_key_in_a_preset_is_refused_with_its_name(tmp_path):
 
     cfg = compose(["run_dir=/tmp/x"])
     check_keys(cfg)
-    for node, key, hint in (("model", "r1_gama", "model.r1_gamma"), ("augment", "targt", "augment.target"),
-                            ("speed", "chanels_last", "speed.channels_last"), ("dataset", "hold_out", "dataset.holdout")):
+    for node, key, hint in (
+        ("model", "r1_gama", "model.r1_gamma"),
+        ("augment", "targt", "augment.target"),
+        ("speed", "chanels_last", "speed.channels_last"),
+        ("dataset", "hold_out", "dataset.holdout"),
+    ):
         bad = cfg.copy()
         with open_dict(bad):
             bad[node][key] = 1
@@ -188,8 +208,14 @@ def test_resume_replays_the_runs_own_overrides_and_the_command_line_wins(tmp_pat
     )
     args = replay_overrides([f"resume={ckpt}", "kimg=50"])
     # Format 1: trainer=cpu chose the CPU preset then, which is experiment=cpu now.
-    assert args == ["experiment=cpu", "dataset=adni", "dataset.root=/data/AD_NC", "resolution=128",
-                    f"resume={ckpt}", "kimg=50"]
+    assert args == [
+        "experiment=cpu",
+        "dataset=adni",
+        "dataset.root=/data/AD_NC",
+        "resolution=128",
+        f"resume={ckpt}",
+        "kimg=50",
+    ]
     cfg = compose(args + ["dataset=oasis"])  # given again on the command line: that wins
     assert cfg.dataset.name == "oasis" and cfg.resolution == 128 and cfg.kimg == 50
     assert replay_overrides(["kimg=5"]) == ["kimg=5"]  # not a resume: unchanged

@@ -4,6 +4,7 @@ For each tool: a path that does not exist, a file of the wrong kind where it rea
 a folder), a misspelt key, an unknown option of a config group. The tools run in this process
 through their real `main()`, from an empty working directory.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -32,13 +33,17 @@ def _cases(tmp):
     ]
     return {
         "train": [
-            ("missing-path", ["dataset=oasis", f"dataset.root={missing}", f"hydra.run.dir={tmp / 'run'}"], str(missing)),
+            (
+                "missing-path",
+                ["dataset=oasis", f"dataset.root={missing}", f"hydra.run.dir={tmp / 'run'}"],
+                str(missing),
+            ),
             ("wrong-file", [f"resume={text}"], "is not a braingan checkpoint: it is a text file"),
             ("misspelt-key", ["model.r1_gama=1"], "model.r1_gama: no such setting; did you mean model.r1_gamma?"),
             ("unknown-option", ["model=huge"], "model=huge: no such option (the options are base, paper, small, tiny)"),
         ],
-        "eval": ckpt_tool("ckpt") + [("misspelt-key", ["num_gne=10"], "num_gne: no such setting; did you mean num_gen?"),
-                                     unknown_option],
+        "eval": ckpt_tool("ckpt")
+        + [("misspelt-key", ["num_gne=10"], "num_gne: no such setting; did you mean num_gen?"), unknown_option],
         "audit": ckpt_tool("ckpt") + [("misspelt-key", ["num_pair=10"], "did you mean num_pairs?"), unknown_option],
         "generate": ckpt_tool("ckpt") + [("misspelt-key", ["seds=0-3"], "did you mean seeds?"), unknown_option],
         "prepare": [

@@ -1,4 +1,5 @@
 """`make eval` and `make audit` end to end on a tiny checkpoint, with the real Inception-v3."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,17 @@ def tiny_ckpt(tiny_demo_run):
 
 def _make_eval(ckpt, cache, *args):
     proc = subprocess.run(
-        ["make", "-s", "eval", f"CKPT={ckpt}", f"ARGS=num_gen=24 batch_size=24 kid_subsets=10 progress=false cache_dir={cache} {' '.join(args)}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            "make",
+            "-s",
+            "eval",
+            f"CKPT={ckpt}",
+            f"ARGS=num_gen=24 batch_size=24 kid_subsets=10 progress=false cache_dir={cache} {' '.join(args)}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -85,13 +95,25 @@ def test_audit_flags_copies_of_training_slices_only(tiny_ckpt, tmp_path):
     run = RunDir.of_checkpoint(ckpt)
     train_img, _ = real_images(real_records(run, "train", ["train"]), 32, "pad", None, False)
     held_img, _ = real_images(real_records(run, "heldout", ["train"]), 32, "pad", None, False)
-    copies = audit(ckpt, num_gen=24, cache_dir=str(cache), out=tmp_path / "copy", progress=False,
-                   generator=lambda labels: train_img[torch.arange(len(labels)) * 3 % len(train_img)])
+    copies = audit(
+        ckpt,
+        num_gen=24,
+        cache_dir=str(cache),
+        out=tmp_path / "copy",
+        progress=False,
+        generator=lambda labels: train_img[torch.arange(len(labels)) * 3 % len(train_img)],
+    )
     assert copies["near_copy_fraction"] >= 0.9
     assert (tmp_path / "copy" / "audit_closest.png").is_file() and (tmp_path / "copy" / "audit.json").is_file()
     assert sum(copies["copies_per_subject"].values()) >= 0.9 * 24
-    fresh = audit(ckpt, num_gen=24, cache_dir=str(cache), out=tmp_path / "held", progress=False,
-                  generator=lambda labels: held_img[torch.arange(len(labels)) * 2 % len(held_img)])
+    fresh = audit(
+        ckpt,
+        num_gen=24,
+        cache_dir=str(cache),
+        out=tmp_path / "held",
+        progress=False,
+        generator=lambda labels: held_img[torch.arange(len(labels)) * 2 % len(held_img)],
+    )
     assert fresh["near_copy_fraction"] <= 0.1
 
 

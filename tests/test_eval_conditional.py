@@ -1,4 +1,5 @@
 """`make eval` end to end on a tiny CONDITIONAL (ADNI AD/NC) checkpoint: per-class metrics."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,9 @@ def test_make_eval_on_a_conditional_checkpoint_writes_per_class_metrics(tmp_path
 
     cache = tmp_path / "cache"
     args = f"num_gen={NUM_GEN} batch_size=32 kid_subsets=10 real=test progress=false cache_dir={cache}"
-    proc = subprocess.run(["make", "-s", "eval", f"CKPT={ckpt}", f"ARGS={args}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["make", "-s", "eval", f"CKPT={ckpt}", f"ARGS={args}"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "class AD" in proc.stdout and "class NC" in proc.stdout
     metrics = json.loads((run / "eval" / "metrics.json").read_text())

@@ -1,5 +1,6 @@
 """`make generate` (python -m braingan.generate): tiny checkpoints trained here (conditional ADNI
 AD/NC, unconditional demo) rendered by the real entry point; assertions on the files it writes."""
+
 from __future__ import annotations
 
 import logging
@@ -16,10 +17,7 @@ from braingan import generate as generate_module
 from braingan.checkpoint import load_generator
 from braingan.utils.animation import interpolation_path, lerp, slerp
 from braingan.utils.errors import UsageError
-from braingan.experiment.run import train
-
-from helpers.mri import write_adni
-from helpers.runs import compose, one_line_exit, tiny_overrides
+from helpers.runs import one_line_exit
 
 W, H = 256, 240  # ADNI's native size (the fixture writes 256 x 240 JPEGs); the model is 32 x 32
 
@@ -86,7 +84,9 @@ def test_images_native_size_deterministic_and_per_class(adni_ckpt: Path, tmp_pat
 
 
 @pytest.mark.slow
-def test_unknown_class_and_bad_values_are_one_line_errors(adni_ckpt: Path, demo_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+def test_unknown_class_and_bad_values_are_one_line_errors(
+    adni_ckpt: Path, demo_ckpt: Path, tmp_path: Path, monkeypatch
+) -> None:
     base = [f"ckpt={adni_ckpt}", f"out={tmp_path / 'x'}", "what=[images]", "seeds=[0]"]
     assert main_error([*base, "class_name=MCI"], monkeypatch) == (
         "generate: class_name=MCI is not a class of this model; its classes are 0=AD, 1=NC"
@@ -105,12 +105,24 @@ def test_unknown_class_and_bad_values_are_one_line_errors(adni_ckpt: Path, demo_
 def test_grid_interpolation_and_style_mixing(adni_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "gen"
     mp4 = generate_module.mp4_writer_available()
-    run_main([
-        f"ckpt={adni_ckpt}", f"out={out}", "what=[images,grid,interp,mixing]", "class_name=NC", "seeds=0-9",
-        "grid.size=3", "interp.seeds=[0,1,2]", "interp.steps=4", f"interp.mp4={str(mp4).lower()}",
-        "mixing.sources=[5,6]", "mixing.destinations=[7,8,9]",
-        "mixing.ranges.middle=[16,16]", "mixing.ranges.fine=[32,32]",  # a 32 px model: three non-empty ranges
-    ], monkeypatch)
+    run_main(
+        [
+            f"ckpt={adni_ckpt}",
+            f"out={out}",
+            "what=[images,grid,interp,mixing]",
+            "class_name=NC",
+            "seeds=0-9",
+            "grid.size=3",
+            "interp.seeds=[0,1,2]",
+            "interp.steps=4",
+            f"interp.mp4={str(mp4).lower()}",
+            "mixing.sources=[5,6]",
+            "mixing.destinations=[7,8,9]",
+            "mixing.ranges.middle=[16,16]",
+            "mixing.ranges.fine=[32,32]",  # a 32 px model: three non-empty ranges
+        ],
+        monkeypatch,
+    )
     seed = {k: pixels(out / "images" / "NC" / f"seed{k:04d}.png") for k in range(10)}
 
     grid = pixels(out / "grid_NC.png")  # 3 x 3 of seeds 0..8, row-major
@@ -131,7 +143,10 @@ def test_grid_interpolation_and_style_mixing(adni_ckpt: Path, tmp_path: Path, mo
 
     mix = pixels(out / "mixing_NC.png")  # header row + 3 ranges x 2 sources; source column + 3 destinations
     assert mix.shape == ((1 + 3 * 2) * H, (1 + 3) * W)
-    tile = lambda r, c: mix[r * H : (r + 1) * H, c * W : (c + 1) * W]
+
+    def tile(r, c):
+        return mix[r * H : (r + 1) * H, c * W : (c + 1) * W]
+
     assert tile(0, 0).max() == 0  # the empty corner
     assert all(close(tile(0, 1 + d), seed[7 + d]) for d in range(3))  # destinations on top
     for block in range(3):
@@ -143,7 +158,9 @@ def test_grid_interpolation_and_style_mixing(adni_ckpt: Path, tmp_path: Path, mo
 @pytest.mark.slow
 def test_embedding_pca_and_projector(adni_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "emb"
-    run_main([f"ckpt={adni_ckpt}", f"out={out}", "what=[embedding]", "embedding.samples=40", "embedding.seed=3"], monkeypatch)
+    run_main(
+        [f"ckpt={adni_ckpt}", f"out={out}", "what=[embedding]", "embedding.samples=40", "embedding.seed=3"], monkeypatch
+    )
     assert Image.open(out / "embedding_pca.png").size[0] > 300
     assert (out / "embedding_umap.png").exists() == generate_module.umap_available()
     arrays = np.load(out / "embedding.npz")

@@ -1,4 +1,5 @@
 """GPU runs of the real training function; skipped where no CUDA device is visible."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from braingan.checkpoint import load_checkpoint
 from braingan.experiment.run import train
-
 from helpers.runs import compose, tiny_overrides
 
 

@@ -3,6 +3,7 @@
 Skipped where no CUDA device is visible. Run with `-s` to see the sec/kimg table lines; they
 are also stored as junit properties (`--junitxml`). No timing is asserted.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from braingan.checkpoint import load_checkpoint
 from braingan.experiment.run import train
-
 from helpers.runs import compose, tiny_overrides
 
 TAGS = ("Loss/G", "Loss/D", "Loss/r1_penalty", "Loss/pl_penalty", "Loss/path_length", "D/real", "D/fake")
@@ -22,21 +22,26 @@ TAGS = ("Loss/G", "Loss/D", "Loss/r1_penalty", "Loss/pl_penalty", "Loss/path_len
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
 def test_one_kimg_at_256_is_finite(tmp_path, demo_root, precision, record_property):
-    overrides = tiny_overrides(tmp_path, demo_root, 1.024, **{
-        "trainer": "gpu",
-        "trainer.precision": precision,
-        "trainer.num_workers": 2,
-        "trainer.deterministic": False,
-        "model": "small",
-        "resolution": "256",
-        "batch_size": 32,
-        "model.r1_interval": 4,  # several R1 and path-length steps within 32 steps
-        "model.pl_interval": 4,
-        "schedule.log_kimg": 0.256,
-        "schedule.image_kimg": 1.024,
-        "schedule.last_kimg": 1.024,
-        "schedule.snapshot_kimg": 1.024,
-    })
+    overrides = tiny_overrides(
+        tmp_path,
+        demo_root,
+        1.024,
+        **{
+            "trainer": "gpu",
+            "trainer.precision": precision,
+            "trainer.num_workers": 2,
+            "trainer.deterministic": False,
+            "model": "small",
+            "resolution": "256",
+            "batch_size": 32,
+            "model.r1_interval": 4,  # several R1 and path-length steps within 32 steps
+            "model.pl_interval": 4,
+            "schedule.log_kimg": 0.256,
+            "schedule.image_kimg": 1.024,
+            "schedule.last_kimg": 1.024,
+            "schedule.snapshot_kimg": 1.024,
+        },
+    )
     run = train(compose(overrides))
     acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
@@ -52,5 +57,7 @@ def test_one_kimg_at_256_is_finite(tmp_path, demo_root, precision, record_proper
     # Speed after warm-up: the last logging window (the first holds cudnn autotuning).
     sec_per_kimg = [e.value for e in acc.Scalars("Speed/sec_per_kimg")]
     record_property(f"sec_per_kimg_{precision}", sec_per_kimg[-1])
-    print(f"\n[precision] {precision}: {sec_per_kimg[-1]:.2f} sec/kimg (windows: {', '.join(f'{v:.2f}' for v in sec_per_kimg)}) "
-          f"on {torch.cuda.get_device_name()}, model=small 256x256 batch 32")
+    print(
+        f"\n[precision] {precision}: {sec_per_kimg[-1]:.2f} sec/kimg (windows: {', '.join(f'{v:.2f}' for v in sec_per_kimg)}) "
+        f"on {torch.cuda.get_device_name()}, model=small 256x256 batch 32"
+    )

@@ -1,5 +1,6 @@
 """`make guard` end to end on the CPU (plain vs optimized speed path from one seed), and the curve
 comparison it rests on, shown to report curves that do not track each other. No timing assertions."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ from PIL import Image
 from braingan.experiment.command import tool_arguments
 from braingan.experiment.speed_guard import compare_curves, run_config
 from braingan.guard import CPU_DEFAULTS
-
 from helpers.runs import DEMO_SUBJECTS, REPO
 
 TAGS = ("Loss/G", "Loss/D", "D/real", "D/fake")
@@ -28,13 +28,24 @@ def guard_run(tmp_path_factory, demo_root):
     out = tmp / "out"
     args = [
         "trainer=cpu",  # the CPU guard (tiny defaults, channels_last on) also on a machine with a GPU
-        f"dataset.root={demo_root}", f"dataset.demo_subjects={DEMO_SUBJECTS}", f"dataset.cache_dir={tmp / 'cache'}",
-        "trainer.deterministic=true", "guard.kimg=0.128", f"guard.out={out}",
+        f"dataset.root={demo_root}",
+        f"dataset.demo_subjects={DEMO_SUBJECTS}",
+        f"dataset.cache_dir={tmp / 'cache'}",
+        "trainer.deterministic=true",
+        "guard.kimg=0.128",
+        f"guard.out={out}",
     ]
     # One thread: on a busy 2-core machine two OpenMP threads per process slow every step tenfold.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["make", "-s", "guard", "ARGS=" + " ".join(args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        ["make", "-s", "guard", "ARGS=" + " ".join(args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "guard.json").read_text()), proc.stdout, out
 

@@ -1,5 +1,6 @@
 """`make bench` end to end on the CPU: the real training path, every JSON field, the lazy R1 and
 path-length steps in their real proportion, and the printed table. No timing assertions."""
+
 from __future__ import annotations
 
 import json
@@ -14,21 +15,65 @@ from braingan.experiment.benchmark import lazy_period, round_up
 from braingan.experiment.command import tool_arguments
 from braingan.reporting.references import reference_for
 from braingan.training.config import TrainConfig
-
 from helpers.runs import DEMO_SUBJECTS, REPO
 
 FIELDS = (
-    "device", "versions", "config", "warmup_steps", "measured_steps", "lazy_period", "r1_steps", "pl_steps",
-    "nonfinite_steps", "measured_images", "seconds", "sec_per_kimg", "img_per_s", "step_ms", "peak_mem_gb",
-    "gen_batch", "gen_images", "gen_img_per_s", "inception_batch", "inception_images", "inception_img_per_s",
-    "reference", "created", "total_seconds",
+    "device",
+    "versions",
+    "config",
+    "warmup_steps",
+    "measured_steps",
+    "lazy_period",
+    "r1_steps",
+    "pl_steps",
+    "nonfinite_steps",
+    "measured_images",
+    "seconds",
+    "sec_per_kimg",
+    "img_per_s",
+    "step_ms",
+    "peak_mem_gb",
+    "gen_batch",
+    "gen_images",
+    "gen_img_per_s",
+    "inception_batch",
+    "inception_images",
+    "inception_img_per_s",
+    "reference",
+    "created",
+    "total_seconds",
 )
 CONFIG_FIELDS = (
-    "resolution", "img_channels", "model", "channel_base", "channel_max", "mapping_layers", "batch_size", "precision",
-    "num_fp16_res", "conv_clamp", "fused_modconv", "fused_upconv", "fused_bias_act", "channels_last", "compile", "augment", "r1_interval", "pl_interval", "params_G", "params_D",
+    "resolution",
+    "img_channels",
+    "model",
+    "channel_base",
+    "channel_max",
+    "mapping_layers",
+    "batch_size",
+    "precision",
+    "num_fp16_res",
+    "conv_clamp",
+    "fused_modconv",
+    "fused_upconv",
+    "fused_bias_act",
+    "channels_last",
+    "compile",
+    "augment",
+    "r1_interval",
+    "pl_interval",
+    "params_G",
+    "params_D",
 )
-PAPER_256 = {"resolution": 256, "img_channels": 1, "channel_base": 32768, "channel_max": 512, "mapping_layers": 8,
-             "batch_size": 32, "augment": "ada"}
+PAPER_256 = {
+    "resolution": 256,
+    "img_channels": 1,
+    "channel_base": 32768,
+    "channel_max": 512,
+    "mapping_layers": 8,
+    "batch_size": 32,
+    "augment": "ada",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +82,25 @@ def bench_run(tmp_path_factory, demo_root):
     out = tmp / "bench.json"
     args = [
         "trainer=cpu",  # the CPU bench (tiny defaults) also on a machine with a GPU
-        f"dataset.root={demo_root}", f"dataset.demo_subjects={DEMO_SUBJECTS}", f"dataset.cache_dir={tmp / 'cache'}",
-        "model.r1_interval=4", "model.pl_interval=2",
-        "bench.warmup=2", "bench.steps=6",  # rounded up to 8, a multiple of lcm(4, 2)
+        f"dataset.root={demo_root}",
+        f"dataset.demo_subjects={DEMO_SUBJECTS}",
+        f"dataset.cache_dir={tmp / 'cache'}",
+        "model.r1_interval=4",
+        "model.pl_interval=2",
+        "bench.warmup=2",
+        "bench.steps=6",  # rounded up to 8, a multiple of lcm(4, 2)
         f"bench.out={out}",
     ]
     # One thread: on a busy 2-core machine two OpenMP threads per process slow every step tenfold.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["make", "-s", "bench", "ARGS=" + " ".join(args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["make", "-s", "bench", "ARGS=" + " ".join(args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout, tmp
 

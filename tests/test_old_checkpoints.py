@@ -4,6 +4,7 @@ tests/fixtures/conditional_v0/ holds a conditional (ADNI AD/NC) checkpoint writt
 commit 9aea301, whose D embedded the class without a mapping network, together with what that code
 computed from fixed inputs (tests/fixtures/make_conditional_v0.py wrote both).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -51,7 +52,9 @@ def test_old_conditional_checkpoint_loads_strictly_with_the_old_d_head(outputs):
         logits = module.D.eval()(outputs["d_images"], outputs["c"])
     torch.testing.assert_close(logits, outputs["d_logits"], rtol=0, atol=1e-5)
     # Today's conditional D has the mapping network, and old weights do not fit it.
-    fresh = StyleGAN2Module(NetworkConfig.from_dict({**module.net_cfg.to_dict(), "d_mapping_layers": 8}), module.train_cfg)
+    fresh = StyleGAN2Module(
+        NetworkConfig.from_dict({**module.net_cfg.to_dict(), "d_mapping_layers": 8}), module.train_cfg
+    )
     with pytest.raises(RuntimeError, match="D.c_mapping"):
         fresh.load_state_dict(torch.load(CKPT, weights_only=False)["state_dict"])
 
@@ -63,7 +66,9 @@ def test_resume_of_an_old_conditional_run_keeps_its_d_head(tmp_path):
     ckpt.parent.mkdir()
     shutil.copyfile(CKPT, ckpt)
     # model.d_mapping_layers is 8 in the config; the checkpoint's weights have no mapping network.
-    run = train(compose(tiny_overrides(tmp_path, root / "AD_NC", KIMG + 0.008, dataset="adni") + MODEL + [f"resume={ckpt}"]))
+    run = train(
+        compose(tiny_overrides(tmp_path, root / "AD_NC", KIMG + 0.008, dataset="adni") + MODEL + [f"resume={ckpt}"])
+    )
     state = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert state["braingan"]["cur_nimg"] == round((KIMG + 0.008) * 1000)
     assert state["hyper_parameters"]["net"]["d_mapping_layers"] == 0

@@ -4,6 +4,7 @@ The wheel is built from a copy of the repository (so the build leaves no build/ 
 the working tree), installed with `pip install --target`, and used from a subprocess whose
 sys.path holds that folder and the venv's dependencies but not src/ or the repository.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,16 +37,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(REPO / "conf", source / "conf", ignore=ignore)
     wheels = tmp / "wheels"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    build = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(wheels)],
-                           capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(wheels)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stdout + build.stderr
     (wheel,) = wheels.glob("braingan-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert "braingan/conf/train.yaml" in names and "braingan/conf/dataset/demo.yaml" in names
     target = tmp / "site"
-    install = subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)],
-                             capture_output=True, text=True, timeout=300)
+    install = subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=300
+    )
     assert install.returncode == 0, install.stdout + install.stderr
     return target
 
@@ -55,8 +61,7 @@ def run_installed(site: Path, code: list[str], cwd: Path) -> subprocess.Complete
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = os.pathsep.join([str(site), sysconfig.get_paths()["purelib"]])
     # -S: no site-packages .pth files, so the editable install of the working tree is not seen
-    return subprocess.run([sys.executable, "-S", *code], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-S", *code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_the_wheel_holds_every_module_and_config(site: Path) -> None:
@@ -65,7 +70,9 @@ def test_the_wheel_holds_every_module_and_config(site: Path) -> None:
     shipped = {p.relative_to(site / "braingan").as_posix() for p in (site / "braingan").rglob("*.py")}
     assert modules <= shipped, f"not in the wheel (add the package to pyproject.toml): {sorted(modules - shipped)}"
     configs = {p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml")}
-    packaged = {p.relative_to(site / "braingan" / "conf").as_posix() for p in (site / "braingan" / "conf").rglob("*.yaml")}
+    packaged = {
+        p.relative_to(site / "braingan" / "conf").as_posix() for p in (site / "braingan" / "conf").rglob("*.yaml")
+    }
     assert configs == packaged
 
 

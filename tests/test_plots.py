@@ -1,6 +1,7 @@
 """`make plots` (python -m braingan.plots): the curves of a real tiny training run's TensorBoard
 event files (plus a Metrics/ scalar written the way an evaluation callback would), one PNG per
 group of tags, and the one-line errors."""
+
 from __future__ import annotations
 
 import logging
@@ -16,13 +17,19 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.tensorboard import SummaryWriter
 
 from braingan import plots as plots_module
-from braingan.reporting.tensorboard import smooth
 from braingan.experiment.run import train
-
+from braingan.reporting.tensorboard import smooth
 from helpers.runs import compose, one_line_exit, tiny_overrides
 
 # What the files are named after, per tag prefix (the contract of `make plots`).
-STEMS = {"Loss": "losses", "D": "d_outputs", "ADA": "ada", "Speed": "speed", "Metrics": "metrics", "Progress": "progress"}
+STEMS = {
+    "Loss": "losses",
+    "D": "d_outputs",
+    "ADA": "ada",
+    "Speed": "speed",
+    "Metrics": "metrics",
+    "Progress": "progress",
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +66,16 @@ def main_error(args: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.mark.slow
 def test_one_png_per_group_of_logged_tags(run: Path, monkeypatch) -> None:
     tags = logged_tags(run)
-    assert {"Loss/G", "Loss/D", "Loss/r1_penalty", "Loss/path_length", "D/real", "D/fake", "ADA/p", "Metrics/fid50k_full"} <= set(tags)
+    assert {
+        "Loss/G",
+        "Loss/D",
+        "Loss/r1_penalty",
+        "Loss/path_length",
+        "D/real",
+        "D/fake",
+        "ADA/p",
+        "Metrics/fid50k_full",
+    } <= set(tags)
     run_main([f"run={run}"], monkeypatch)
     expected = {STEMS[t.split("/")[0]] + ".png" for t in tags if t != "Progress/kimg"}
     assert {p.name for p in (run / "plots").iterdir()} == expected
@@ -92,7 +108,9 @@ def test_newest_run_by_default_and_errors(run: Path, tmp_path: Path, monkeypatch
     assert main_error([f"run={empty}"], monkeypatch) == (
         f"plots: no TensorBoard event files in {empty / 'tb'}; run= must be a training run folder (outputs/<date>/<time>)"
     )
-    assert main_error([f"run={tmp_path / 'none'}"], monkeypatch).startswith(f"plots: run={tmp_path / 'none'} is not a folder")
+    assert main_error([f"run={tmp_path / 'none'}"], monkeypatch).startswith(
+        f"plots: run={tmp_path / 'none'} is not a folder"
+    )
     assert "smoothingg: no such setting; did you mean smoothing?" in main_error(["smoothingg=0.5"], monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert "plots: run=last: no training run with TensorBoard event files" in main_error([], monkeypatch)

@@ -18,7 +18,6 @@ from braingan import prepare as prepare_module
 from braingan.data.layouts import OASIS_NAME, DatasetError, discover
 from braingan.data.splits import check_no_leak
 from braingan.prepare import prepare
-
 from helpers.runs import REPO, one_line_exit
 
 SHAPE = (40, 48, 36)  # [X, Y, Z] voxels of the phantom in RAS+: x -> right, y -> anterior, z -> up
@@ -110,7 +109,10 @@ def test_make_prepare_writes_the_oasis_layout(raw: Path, tmp_path: Path) -> None
     output = tmp_path / "png"
     proc = subprocess.run(
         ["make", "-s", "prepare", f"ARGS=input={raw} output={output}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "slicing volumes" in proc.stderr and "9/9" in proc.stderr  # the progress bar
@@ -120,9 +122,7 @@ def test_make_prepare_writes_the_oasis_layout(raw: Path, tmp_path: Path) -> None
     assert 10 < len(expected) < SHAPE[2] - 4
     rows = read_csv(output)
     cases = {r["case"]: r for r in rows}
-    assert set(cases) == {
-        "OAS1_0001", "OAS1_0002-1", "OAS1_0002-2", "OAS1_0003", "OAS1_0004", *ADNI
-    }
+    assert set(cases) == {"OAS1_0001", "OAS1_0002-1", "OAS1_0002-2", "OAS1_0003", "OAS1_0004", *ADNI}
     assert cases["OAS1_0002-2"]["volume"].startswith("OAS1_0002_MR2/")
     assert all(int(r["slices"]) == len(expected) for r in rows)
     split_of = {r["subject"]: r["split"] for r in rows}
@@ -163,8 +163,17 @@ def test_slice_range_canvas_and_sessions(raw: Path, tmp_path: Path, monkeypatch)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    run_main([f"input={raw}", f"output={output}", "slice_range=[12,20]",
-              "min_brain_fraction=null", "slice_step=3", "canvas=[64,32]"], monkeypatch)
+    run_main(
+        [
+            f"input={raw}",
+            f"output={output}",
+            "slice_range=[12,20]",
+            "min_brain_fraction=null",
+            "slice_step=3",
+            "canvas=[64,32]",
+        ],
+        monkeypatch,
+    )
     assert list(cwd.iterdir()) == []  # Hydra wrote no outputs/, .hydra/ or prepare.log here
     found = slices_by_case(output)
     assert len(found) == 9 and all(v == [12, 15, 18] for v in found.values())
@@ -177,8 +186,7 @@ def test_slice_range_canvas_and_sessions(raw: Path, tmp_path: Path, monkeypatch)
     assert pixels[0].max() > 0 and pixels[-1].max() > 0  # cropped at top and bottom
 
     fractions = tmp_path / "fractions"
-    run_main([f"input={raw}", f"output={fractions}", "slice_range=[0.5,1.0]",
-              "min_brain_fraction=0.3"], monkeypatch)
+    run_main([f"input={raw}", f"output={fractions}", "slice_range=[0.5,1.0]", "min_brain_fraction=0.3"], monkeypatch)
     expected = [z for z in brain_slices(0.3) if z >= 18]
     assert set(map(tuple, slices_by_case(fractions).values())) == {tuple(expected)}
 
@@ -211,8 +219,9 @@ def test_subject_regex_errors_name_the_regex_and_the_paths(raw: Path, tmp_path: 
     assert not output.exists()  # nothing was written
 
     # A regex with a plain group 1 works too: ADNI site only, so subjects merge by site.
-    run_main([f"input={raw}/ADNI", f"output={output}", 'subject_regex="^(\\d{3})_S_"',
-              "slice_range=[17,18]"], monkeypatch)
+    run_main(
+        [f"input={raw}/ADNI", f"output={output}", 'subject_regex="^(\\d{3})_S_"', "slice_range=[17,18]"], monkeypatch
+    )
     assert sorted({r["subject"] for r in read_csv(output)}) == ["002", "011", "023"]
 
 
@@ -231,8 +240,11 @@ def test_existing_output_needs_overwrite(raw: Path, tmp_path: Path, monkeypatch)
     assert not stale.exists()  # old split folders are replaced
     assert (output / "notes.txt").read_text() == "mine"  # other files are kept
     assert sorted(p.name for p in output.iterdir()) == [
-        "keras_png_slices_test", "keras_png_slices_train", "keras_png_slices_validate",
-        "notes.txt", "subjects.csv",
+        "keras_png_slices_test",
+        "keras_png_slices_train",
+        "keras_png_slices_validate",
+        "notes.txt",
+        "subjects.csv",
     ]
     assert len(discover(output, "oasis", list(SPLITS))) == 9
 

@@ -4,6 +4,7 @@ generates and resumes, and the same command trains the same weights bit for bit 
 tests/fixtures/make_run_v1.py wrote the folder with the code of commit 653fc40 through the real
 entry points, and kept in expected.json what its eval and generate computed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,16 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_old_run_evaluates_as_before(old_run, tmp_path):
     out = tmp_path / "eval"
-    proc = run_tool("eval", [f"ckpt={old_run / 'checkpoints' / 'last.ckpt'}", f"cache_dir={tmp_path / 'cache'}",
-                             f"out={out}", *EXPECTED["eval"]], cwd=tmp_path)
+    proc = run_tool(
+        "eval",
+        [
+            f"ckpt={old_run / 'checkpoints' / 'last.ckpt'}",
+            f"cache_dir={tmp_path / 'cache'}",
+            f"out={out}",
+            *EXPECTED["eval"],
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     for part in ("metrics", "floor"):
@@ -51,8 +60,9 @@ def test_old_run_evaluates_as_before(old_run, tmp_path):
 @pytest.mark.slow
 def test_old_run_generates_the_same_images(old_run, tmp_path):
     out = tmp_path / "generate"
-    proc = run_tool("generate", [f"ckpt={old_run / 'checkpoints' / 'last.ckpt'}", f"out={out}", *EXPECTED["generate"]],
-                    cwd=tmp_path)
+    proc = run_tool(
+        "generate", [f"ckpt={old_run / 'checkpoints' / 'last.ckpt'}", f"out={out}", *EXPECTED["generate"]], cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "images").glob("*.png"))}
     found["grid.png"] = hashlib.sha256((out / "grid.png").read_bytes()).hexdigest()
@@ -62,8 +72,12 @@ def test_old_run_generates_the_same_images(old_run, tmp_path):
 @pytest.mark.slow
 def test_the_same_command_trains_the_same_weights(tmp_path, demo_root):
     run = tmp_path / "run"
-    proc = run_tool("train", EXPECTED["train"] + [f"dataset.root={demo_root}", f"dataset.cache_dir={tmp_path / 'cache'}",
-                                                  f"hydra.run.dir={run}"], cwd=tmp_path)
+    proc = run_tool(
+        "train",
+        EXPECTED["train"]
+        + [f"dataset.root={demo_root}", f"dataset.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     new, old = _weights(run / "checkpoints" / "last.ckpt"), _weights(FIXTURE / "checkpoints" / "last.ckpt")
     assert sorted(new) == sorted(old)
@@ -78,8 +92,11 @@ def test_make_resume_continues_the_old_run(old_run, tmp_path, demo_root):
     shutil.move(old_run, tmp_path / "outputs" / "old_run")
     run = tmp_path / "outputs" / "old_run"
     before = (run / ".hydra" / "overrides.yaml").read_text()
-    proc = run_tool("train", ["resume=last", "kimg=0.024", f"dataset.root={demo_root}",
-                              f"dataset.cache_dir={tmp_path / 'cache'}"], cwd=tmp_path)
+    proc = run_tool(
+        "train",
+        ["resume=last", "kimg=0.024", f"dataset.root={demo_root}", f"dataset.cache_dir={tmp_path / 'cache'}"],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     from braingan.checkpoint import read_checkpoint
 

@@ -1,4 +1,5 @@
 """braingan.rundir: where a run keeps what, and the finders of runs, checkpoints and sweeps, on real folders."""
+
 from __future__ import annotations
 
 import os
@@ -7,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from braingan import rundir
-from braingan.rundir import RunDir, newest_last_checkpoint, newest_run, newest_sweep, snapshot_name, snapshot_tag, sweep_runs
+from braingan.rundir import (
+    RunDir,
+    newest_last_checkpoint,
+    newest_run,
+    newest_sweep,
+    snapshot_name,
+    snapshot_tag,
+    sweep_runs,
+)
 from braingan.utils.errors import MissingFileError
 
 
@@ -32,10 +41,17 @@ def test_the_layout_of_a_run_folder(tmp_path):
     assert run.snapshot("000128") == run.checkpoints / "kimg_000128.ckpt" == run.checkpoints / snapshot_name("000128")
     assert snapshot_tag(run.snapshot("000000.128")) == "000000.128" and snapshot_tag(run.last) is None
     assert (run.hydra, run.config, run.hydra_config, run.overrides) == (
-        run.path / ".hydra", run.path / ".hydra" / "config.yaml", run.path / ".hydra" / "hydra.yaml",
-        run.path / ".hydra" / "overrides.yaml")
+        run.path / ".hydra",
+        run.path / ".hydra" / "config.yaml",
+        run.path / ".hydra" / "hydra.yaml",
+        run.path / ".hydra" / "overrides.yaml",
+    )
     assert (run.tb, run.samples, run.manifest) == (run.path / "tb", run.path / "samples", run.path / "manifest.csv")
-    assert (run.eval, run.metrics, run.generate) == (run.path / "eval", run.path / "eval" / "metrics.json", run.path / "generate")
+    assert (run.eval, run.metrics, run.generate) == (
+        run.path / "eval",
+        run.path / "eval" / "metrics.json",
+        run.path / "generate",
+    )
     assert not run.is_run() and run.existing_last() is None and not run.path.exists()  # nothing is created
     hydra_run(run.path)
     touch(run.last)
@@ -51,7 +67,9 @@ def test_the_layout_of_a_run_folder(tmp_path):
 
 
 def test_newest_last_checkpoint(tmp_path):
-    with pytest.raises(MissingFileError, match=r"^ckpt=last: no .*/\*\*/checkpoints/last.ckpt under .*; pass ckpt=<file>$"):
+    with pytest.raises(
+        MissingFileError, match=r"^ckpt=last: no .*/\*\*/checkpoints/last.ckpt under .*; pass ckpt=<file>$"
+    ):
         newest_last_checkpoint(tmp_path)
     older = touch(RunDir(tmp_path / "a").last, age_s=60)
     newer = touch(RunDir(tmp_path / "b" / "c").last)
@@ -65,7 +83,9 @@ def test_newest_last_checkpoint(tmp_path):
 
 
 def test_newest_run_is_the_training_run_with_the_newest_event_file(tmp_path):
-    with pytest.raises(MissingFileError, match="^run=last: no training run with TensorBoard event files under .*; pass run="):
+    with pytest.raises(
+        MissingFileError, match="^run=last: no training run with TensorBoard event files under .*; pass run="
+    ):
         newest_run(tmp_path)
     hydra_run(tmp_path / "2026-01-03" / "00-00-00")  # a run without event files does not count
     with pytest.raises(MissingFileError):

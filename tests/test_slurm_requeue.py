@@ -1,5 +1,6 @@
 """Preemption on a real SLURM cluster: a job signalled mid-run saves, is requeued by submitit, and
 the requeued job continues from its checkpoint in the same run folder."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,6 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from braingan.checkpoint import load_checkpoint
-
 from helpers.runs import REPO, tiny_overrides
 
 KIMG = 1.2
@@ -42,7 +42,12 @@ def test_signalled_job_is_requeued_and_continues_from_its_checkpoint(tmp_path, d
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     sweep_proc = subprocess.Popen(
         ["make", "-s", "sweep", f"ARGS={' '.join(overrides)}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     run = sweep / "0"
     last = run / "checkpoints" / "last.ckpt"

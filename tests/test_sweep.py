@@ -1,5 +1,6 @@
 """SLURM sweeps: `make sweep` (Hydra's submitit launcher, conf/hydra/launcher/slurm.yaml) on a real
 one-node cluster (tests/helpers/slurm.py), then `make sweep-report` on its runs."""
+
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from braingan.checkpoint import load_checkpoint
-
 from helpers.runs import REPO, tiny_overrides
 
 
@@ -61,7 +61,8 @@ def test_make_sweep_runs_one_slurm_job_per_point(tmp_path, demo_root, slurm_clus
         "hydra.launcher.timeout_min": 20,
     }
     overrides = [
-        o for o in tiny_overrides(tmp_path, demo_root, 0.032, **extra)
+        o
+        for o in tiny_overrides(tmp_path, demo_root, 0.032, **extra)
         # run_dir stays ${hydra:runtime.output_dir}: one folder per job. The slice cache comes from
         # BRAINGAN_CACHE below, which shows that sbatch hands the environment to the jobs.
         if not o.startswith(("run_dir=", "dataset.cache_dir="))
@@ -69,7 +70,11 @@ def test_make_sweep_runs_one_slurm_job_per_point(tmp_path, demo_root, slurm_clus
     env = {**os.environ, "BRAINGAN_CACHE": str(env_cache), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         ["make", "-s", "sweep", f"ARGS=-m {' '.join(overrides)}"],  # a -m in ARGS is harmless
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     # The launcher waited for the jobs; none is left in the queue.
@@ -88,15 +93,20 @@ def test_make_sweep_runs_one_slurm_job_per_point(tmp_path, demo_root, slurm_clus
         assert job in jobs
     assert (env_cache / "slices").is_dir(), "the jobs did not see BRAINGAN_CACHE from the submitting shell"
 
-    proc = subprocess.run(["make", "-s", "sweep-report", f"DIR={sweep}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["make", "-s", "sweep-report", f"DIR={sweep}"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     table = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(table) if line.startswith("run "))
     assert "model.r1_gamma" in table[header].split()
-    rows = {line.split()[0]: line.split() for line in table[header + 1: header + 3]}
+    rows = {line.split()[0]: line.split() for line in table[header + 1 : header + 3]}
     assert rows["0"][1] == "0.5" and rows["1"][1] == "1"
     assert all("finished" in row for row in rows.values())
     with open(sweep / "sweep_report.csv", newline="") as f:
         report = list(csv.DictReader(f))
-    assert [(r["run"], r["model.r1_gamma"], r["status"]) for r in report] == [("0", "0.5", "finished"), ("1", "1", "finished")]
+    assert [(r["run"], r["model.r1_gamma"], r["status"]) for r in report] == [
+        ("0", "0.5", "finished"),
+        ("1", "1", "finished"),
+    ]
     assert all(abs(float(r["kimg"]) - 0.032) < 1e-9 for r in report)

@@ -1,4 +1,5 @@
 """End-to-end runs of the real training entry point on tiny settings."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,7 +15,6 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from braingan.checkpoint import load_checkpoint, load_generator
 from braingan.experiment.run import train
 from braingan.training.module import NonFiniteLossError
-
 from helpers.runs import REPO, compose, tiny_overrides
 
 SCALAR_TAGS = {
@@ -45,7 +45,10 @@ def test_make_train_writes_a_complete_run(tmp_path, demo_root):
     overrides = [o for o in overrides if not o.startswith("run_dir=")] + [f"hydra.run.dir={run}"]
     proc = subprocess.run(
         ["make", "-s", "train", f"ARGS={' '.join(overrides)}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (run / ".hydra" / "config.yaml").is_file()
@@ -146,7 +149,11 @@ def test_it_learns_a_single_image(tmp_path, demo_root):
 @pytest.mark.slow
 def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(tmp_path, demo_root):
     """An absurd learning rate blows D up: steps are skipped, counted, and the run stops naming a checkpoint."""
-    cfg = compose(tiny_overrides(tmp_path, demo_root, 1.0, **{"model.lr_d": 1e30, "max_nonfinite": 6, "schedule.last_kimg": 0.008}))
+    cfg = compose(
+        tiny_overrides(
+            tmp_path, demo_root, 1.0, **{"model.lr_d": 1e30, "max_nonfinite": 6, "schedule.last_kimg": 0.008}
+        )
+    )
     with pytest.raises(NonFiniteLossError) as err:
         train(cfg)
     msg = str(err.value)
@@ -155,5 +162,3 @@ def test_nonfinite_losses_are_skipped_counted_and_stop_the_run(tmp_path, demo_ro
     assert str(tmp_path / "run" / "checkpoints" / "last.ckpt") in msg
     acc = _events(tmp_path / "run")
     assert max(e.value for e in acc.Scalars("Progress/nonfinite_steps")) >= 1
-
-

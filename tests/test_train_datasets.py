@@ -1,5 +1,6 @@
 """One training step of the real entry point on each dataset layout, from fixture trees with the
 real naming schemes (OASIS, ADNI AD/NC, an AKOA-like non-square folder)."""
+
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,6 @@ from PIL import Image
 
 from braingan.checkpoint import load_checkpoint
 from braingan.experiment.run import train
-
 from helpers.mri import write_adni, write_knee_folder, write_oasis
 from helpers.runs import compose, tiny_overrides
 
@@ -62,7 +62,12 @@ def test_adni_conditional_rows_per_class_and_native_size(tmp_path):
     assert fakes.shape == (2 * 240, 8 * 256) and reals.shape == fakes.shape
     assert reals[:240].mean() < reals[240:].mean()  # row 0 = AD (the darker fixture class)
     rows = manifest_rows(run)
-    assert {(r["split"], r["class"]) for r in rows} == {("train", "AD"), ("train", "NC"), ("test", "AD"), ("test", "NC")}
+    assert {(r["split"], r["class"]) for r in rows} == {
+        ("train", "AD"),
+        ("train", "NC"),
+        ("test", "AD"),
+        ("test", "NC"),
+    }
 
 
 @pytest.mark.slow

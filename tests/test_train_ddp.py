@@ -1,4 +1,5 @@
 """Two-process data-parallel training on CPU (gloo) through the real entry point."""
+
 from __future__ import annotations
 
 import os
@@ -15,9 +16,7 @@ from braingan.experiment.command import default_preset, slurm_run_dir
 from braingan.experiment.resume import config_differences, continue_checkpoint
 from braingan.experiment.trainer import build_strategy, requested_processes
 from braingan.rundir import RunDir
-from braingan.training.distributed import GANDDPStrategy
-from braingan.training.distributed import tensor_digest
-
+from braingan.training.distributed import GANDDPStrategy, tensor_digest
 from helpers.runs import REPO, tiny_overrides
 
 # R1 and path length every second step, ADA moving p a visible amount on every step.
@@ -33,10 +32,16 @@ DDP = {
 
 def _run(tmp_path: Path, demo_root: Path, kimg: float, **extra) -> Path:
     run = tmp_path / "run"
-    overrides = [o for o in tiny_overrides(tmp_path, demo_root, kimg, **{**DDP, **extra}) if not o.startswith("run_dir=")]
+    overrides = [
+        o for o in tiny_overrides(tmp_path, demo_root, kimg, **{**DDP, **extra}) if not o.startswith("run_dir=")
+    ]
     proc = subprocess.run(
         [sys.executable, "-m", "braingan.train", *overrides, f"hydra.run.dir={run}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run
@@ -45,7 +50,9 @@ def _run(tmp_path: Path, demo_root: Path, kimg: float, **extra) -> Path:
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, demo_root) -> Path:
     # With the FID monitor on: rank 0 measures, every rank joins the best-FID save.
-    return _run(tmp_path_factory.mktemp("full"), demo_root, 0.128, **{"schedule.fid_kimg": 0.064, "schedule.fid_num_gen": 32})
+    return _run(
+        tmp_path_factory.mktemp("full"), demo_root, 0.128, **{"schedule.fid_kimg": 0.064, "schedule.fid_num_gen": 32}
+    )
 
 
 @pytest.mark.slow
@@ -65,8 +72,12 @@ def test_two_processes_stay_identical_and_write_one_set_of_outputs(full_run):
         if key in saved:
             assert saved[key] == digest, key
     for key in ("G.synthesis", "D.", "G_ema.", "augment_pipe.p", "pl_mean", "ada_stat", "G.mapping.w_avg"):
-        assert any(f"{kind}:{k}".startswith(f"{kind}:{key}") for k in saved for kind in ("param", "buffer")
-                   if f"{kind}:{k}" in per_rank[0]), key
+        assert any(
+            f"{kind}:{k}".startswith(f"{kind}:{key}")
+            for k in saved
+            for kind in ("param", "buffer")
+            if f"{kind}:{k}" in per_rank[0]
+        ), key
     assert 0 < float(state["augment_pipe.p"]) < 1  # p moved, identically on both ranks
     assert float(state["pl_mean"]) > 0  # path-length steps ran
     assert len(info["rng_per_rank"]) == 2
@@ -76,7 +87,11 @@ def test_two_processes_stay_identical_and_write_one_set_of_outputs(full_run):
     assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
     assert sorted(p.name for p in run.glob("*.log")) == ["train.log"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "best_fid.ckpt", "kimg_000000.064.ckpt", "kimg_000000.128.ckpt", "last.ckpt"]
+        "best_fid.ckpt",
+        "kimg_000000.064.ckpt",
+        "kimg_000000.128.ckpt",
+        "last.ckpt",
+    ]
     assert len(list((run / "samples").glob("fakes_*.png"))) == 5
     acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
     acc.Reload()

@@ -1,5 +1,6 @@
 """Faults while training, through the real entry point: a full disk, a read-only cache folder, the
 leftovers of a killed checkpoint write. Each leaves the previous checkpoint intact and the run resumable."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,6 @@ import shutil
 import pytest
 
 from braingan.checkpoint import load_checkpoint
-
 from helpers.runs import run_tool, tiny_overrides, tmpfs, without
 
 
@@ -23,8 +23,10 @@ def test_a_full_disk_stops_in_one_line_and_the_previous_checkpoint_resumes(tmp_p
         proc = run_tool("train", [*overrides, f"hydra.run.dir={run}"])
         assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
         line = proc.stderr.strip().splitlines()[-1]
-        assert line == (f"train: no space left on {last.parent} (No space left on device); the previous last.ckpt "
-                        f"(0.016 kimg) is intact: free space, then continue with resume={last}"), proc.stderr[-3000:]
+        assert line == (
+            f"train: no space left on {last.parent} (No space left on device); the previous last.ckpt "
+            f"(0.016 kimg) is intact: free space, then continue with resume={last}"
+        ), proc.stderr[-3000:]
         assert "Traceback" not in proc.stderr
         assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # the temporary file is gone
         assert load_checkpoint(last)["braingan"]["cur_nimg"] == 16
@@ -39,7 +41,9 @@ def test_a_full_disk_stops_in_one_line_and_the_previous_checkpoint_resumes(tmp_p
 def test_a_read_only_cache_dir_decodes_in_memory_with_one_warning(tmp_path, demo_root):
     cache = tmp_path / "shared"
     run = tmp_path / "run"
-    overrides = without(tiny_overrides(tmp_path, demo_root, 0.016, **{"dataset.cache_dir": cache / "slices"}), "run_dir")
+    overrides = without(
+        tiny_overrides(tmp_path, demo_root, 0.016, **{"dataset.cache_dir": cache / "slices"}), "run_dir"
+    )
     with tmpfs(cache, "1m", read_only=True):
         proc = run_tool("train", [*overrides, f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

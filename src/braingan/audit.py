@@ -6,6 +6,7 @@ subjects' slices from its manifest, in Inception-feature space (cosine) and pixe
 (correlation). Writes <run>/eval/audit.json (near-copy fraction, thresholds, per-subject counts
 of near copies) and audit_closest.png (the closest generated | training pairs), and prints a summary.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,9 @@ def audit(
     net = InceptionFeatures(extractor, batch_size=batch_size).to(dev)
 
     def real(which: str) -> dict | None:
-        return real_set(info.run, which, info.splits, info.resolution, info.fit, net, cache, batch_size, progress,
-                        info.channels)
+        return real_set(
+            info.run, which, info.splits, info.resolution, info.fit, net, cache, batch_size, progress, info.channels
+        )
 
     train, held = real("train"), real("heldout")
     if train is None or held is None:
@@ -71,9 +73,14 @@ def audit(
     train_img, held_img = train["images"], held["images"]
     train_records, held_records = train["records"], held["records"]
     result = data_copying_audit(
-        torch.from_numpy(gen_feat), torch.from_numpy(train["features"]), torch.from_numpy(held["features"]),
-        gen_img, train_img, held_img,
-        [r.subject for r in train_records], percentile,
+        torch.from_numpy(gen_feat),
+        torch.from_numpy(train["features"]),
+        torch.from_numpy(held["features"]),
+        gen_img,
+        train_img,
+        held_img,
+        [r.subject for r in train_records],
+        percentile,
     )
     out_dir = Path(out) if out else info.run.eval
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -100,9 +107,11 @@ def _hydra_main(cfg: DictConfig) -> None:
     with cli.user_errors("audit"):
         settings = OmegaConf.to_container(cfg, resolve=True)  # conf/audit.yaml's keys are audit's arguments
         s = audit(resolve_ckpt(settings.pop("ckpt"), settings.pop("paths")["outputs"]), **settings)
-    print(f"near copies: {s['near_copy_fraction']:.1%} of {s['num_generated']} generated slices "
-          f"(held-out baseline {s['heldout_baseline_fraction']:.1%}; thresholds: cosine {s['feature_threshold']:.4f}, "
-          f"pixel correlation {s['pixel_threshold']:.4f})")
+    print(
+        f"near copies: {s['near_copy_fraction']:.1%} of {s['num_generated']} generated slices "
+        f"(held-out baseline {s['heldout_baseline_fraction']:.1%}; thresholds: cosine {s['feature_threshold']:.4f}, "
+        f"pixel correlation {s['pixel_threshold']:.4f})"
+    )
     top = list(s["copies_per_subject"].items())[:10]
     if top:
         print("near copies per training subject: " + ", ".join(f"{k}: {v}" for k, v in top))

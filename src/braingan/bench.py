@@ -20,6 +20,7 @@ plus the `bench:` keys. On the CPU (no CUDA, or trainer=cpu) the defaults are a 
 `CPU_DEFAULTS`. At 256x256, model paper/base, batch 32/64 on a GPU, the table shows the official
 StyleGAN2-ADA figures measured on an H100 beside this run.
 """
+
 from __future__ import annotations
 
 import sys
@@ -49,6 +50,7 @@ CPU_DEFAULTS = {
     "bench.inception_warmup": "1",
     "bench.inception_images": "16",
 }
+
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:g}"
@@ -86,11 +88,15 @@ def format_table(r: dict) -> str:
     steps = ", ".join(f"{k} {v['mean']:g} ms x{v['n']}" for k, v in r["step_ms"].items())
     lines.append(f"step time by kind: {steps}")
     if ref:
-        lines.append(f"reference: {ref['source']}, batch {ref['batch_size']}, ADA {'on' if ref['ada'] else 'off'} "
-                     f"(docs/anchors.md); this run is x{ref['speedup']:g} its speed")
+        lines.append(
+            f"reference: {ref['source']}, batch {ref['batch_size']}, ADA {'on' if ref['ada'] else 'off'} "
+            f"(docs/anchors.md); this run is x{ref['speedup']:g} its speed"
+        )
         if c["precision"] != "16-mixed" or c["num_fp16_res"] != 4:
-            lines.append("  (the reference ran FP16 in the 4 highest resolutions: compare it with "
-                         "trainer.precision=16-mixed model.num_fp16_res=4)")
+            lines.append(
+                "  (the reference ran FP16 in the 4 highest resolutions: compare it with "
+                "trainer.precision=16-mixed model.num_fp16_res=4)"
+            )
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ line what a file is when it is not a braingan checkpoint (a text file, a PNG, a 
 and for a damaged one (a truncated or partly written file) names the newest intact checkpoint
 of the same run.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,13 +38,13 @@ FORMAT_VERSION = 2  # written into every new checkpoint; a file without it is ve
 # Our entry in Lightning's checkpoint dict and its fields.
 ENTRY = "braingan"
 FORMAT_VERSION_KEY = "format_version"
-CUR_NIMG = "cur_nimg"              # images shown to D so far (all processes)
-BATCH_IDX = "batch_idx"            # training steps so far (drives the lazy regularization intervals)
+CUR_NIMG = "cur_nimg"  # images shown to D so far (all processes)
+BATCH_IDX = "batch_idx"  # training steps so far (drives the lazy regularization intervals)
 NONFINITE_TOTAL = "nonfinite_total"  # steps skipped for a non-finite loss
-RNG = "rng"                        # rank 0's RNG states {torch, numpy, python[, cuda]}
-RNG_PER_RANK = "rng_per_rank"      # every rank's RNG states (several processes only)
-RANK_DIGESTS = "rank_digests"      # every rank's digests of weights and buffers (several processes only)
-RUN_CONFIG = "run_config"          # the run's flattened settings (a requeued job checks it is the same run)
+RNG = "rng"  # rank 0's RNG states {torch, numpy, python[, cuda]}
+RNG_PER_RANK = "rng_per_rank"  # every rank's RNG states (several processes only)
+RANK_DIGESTS = "rank_digests"  # every rank's digests of weights and buffers (several processes only)
+RUN_CONFIG = "run_config"  # the run's flattened settings (a requeued job checks it is the same run)
 
 # Lightning's entry of save_hyperparameters and our three dicts in it.
 HYPER_PARAMETERS = "hyper_parameters"
@@ -66,8 +67,9 @@ class _Unreadable(Exception):
         self.damaged = damaged
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False,
-                    setting: str = "ckpt") -> dict:
+def read_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False, setting: str = "ckpt"
+) -> dict:
     """The checkpoint dict of a braingan training checkpoint, checked.
 
     `mmap=True` maps the tensors instead of reading them (cheap when only the small entries are
@@ -92,16 +94,25 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def _read(path: Path, map_location, mmap: bool) -> dict:
     kind = describe_file(path)
     if kind is not None:
-        raise _Unreadable(kind if kind.startswith("an empty file") else f"it is {kind}", damaged=kind.startswith("an empty file"))
+        raise _Unreadable(
+            kind if kind.startswith("an empty file") else f"it is {kind}", damaged=kind.startswith("an empty file")
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
-        reason = str(error).strip().splitlines()[0].split(". ")[0].rstrip(".") if str(error).strip() else type(error).__name__
+        reason = (
+            str(error).strip().splitlines()[0].split(". ")[0].rstrip(".")
+            if str(error).strip()
+            else type(error).__name__
+        )
         raise _Unreadable(f"PyTorch cannot read it: {reason}", damaged=True) from None
     missing = [k for k in REQUIRED_ENTRIES if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
-        raise _Unreadable(f"it is a PyTorch file without the {', '.join(repr(k) for k in missing)} "
-                          "entry of a braingan training checkpoint", damaged=False)
+        raise _Unreadable(
+            f"it is a PyTorch file without the {', '.join(repr(k) for k in missing)} "
+            "entry of a braingan training checkpoint",
+            damaged=False,
+        )
     return ckpt
 
 
@@ -208,13 +219,13 @@ def hyperparameters(net: dict, train: dict, data: dict) -> dict:
 
 
 def write_training_state(
-    checkpoint: dict,                        # Lightning's checkpoint dict, filled in place
+    checkpoint: dict,  # Lightning's checkpoint dict, filled in place
     *,
-    cur_nimg: int,                           # images shown to D so far (all processes)
-    batch_idx: int,                          # training steps so far
-    nonfinite_total: int,                    # steps skipped for a non-finite loss
-    rng: dict,                               # rank 0's RNG states
-    run_config: dict | None = None,          # the run's flattened settings; None = not stored
+    cur_nimg: int,  # images shown to D so far (all processes)
+    batch_idx: int,  # training steps so far
+    nonfinite_total: int,  # steps skipped for a non-finite loss
+    rng: dict,  # rank 0's RNG states
+    run_config: dict | None = None,  # the run's flattened settings; None = not stored
     rng_per_rank: list[dict] | None = None,  # every rank's RNG states; None = one process
     rank_digests: list[dict] | None = None,  # every rank's weight digests; None = one process
 ) -> None:
@@ -243,10 +254,10 @@ class TrainingState:
     cur_nimg: int = 0
     batch_idx: int = 0
     nonfinite_total: int = 0
-    rng: dict | None = None                # None: continue with freshly seeded generators
+    rng: dict | None = None  # None: continue with freshly seeded generators
     rng_per_rank: list[dict] | None = None
     rank_digests: list[dict] | None = None
-    run_config: dict | None = None         # None: written before checkpoints stored their settings
+    run_config: dict | None = None  # None: written before checkpoints stored their settings
 
     @property
     def kimg(self) -> float:
@@ -277,14 +288,14 @@ def training_state(checkpoint: dict, where: str = "the checkpoint") -> TrainingS
 class CheckpointInfo:
     """What a checkpoint says besides its weights: networks, training settings, data, progress."""
 
-    path: Path                # the checkpoint file
-    format_version: int       # 1 (written before the key existed) .. FORMAT_VERSION
-    net: NetworkConfig        # the networks' hyperparameters (older checkpoints: their trained properties)
-    net_dict: dict            # the same as stored (keys of older or newer code included)
-    train: dict               # TrainConfig.to_dict() of the run
-    data: dict                # SliceDataModule.data_info(): class_names, geometry, splits
-    cur_nimg: int             # images shown to D when it was written
-    run_config: dict | None   # the run's flattened settings; None before checkpoints stored them
+    path: Path  # the checkpoint file
+    format_version: int  # 1 (written before the key existed) .. FORMAT_VERSION
+    net: NetworkConfig  # the networks' hyperparameters (older checkpoints: their trained properties)
+    net_dict: dict  # the same as stored (keys of older or newer code included)
+    train: dict  # TrainConfig.to_dict() of the run
+    data: dict  # SliceDataModule.data_info(): class_names, geometry, splits
+    cur_nimg: int  # images shown to D when it was written
+    run_config: dict | None  # the run's flattened settings; None before checkpoints stored them
 
     @property
     def kimg(self) -> float:
@@ -346,13 +357,14 @@ def read_info(path: str | os.PathLike, setting: str = "ckpt") -> CheckpointInfo:
     )
 
 
-def load_generator(path: str | os.PathLike, which: str = "G_ema", map_location: str | torch.device = "cpu") -> Generator:
+def load_generator(
+    path: str | os.PathLike, which: str = "G_ema", map_location: str | torch.device = "cpu"
+) -> Generator:
     """The generator stored in a training checkpoint (`G_ema` by default, or `G`), in eval mode."""
     ckpt = read_checkpoint(path, map_location)
     cfg = NetworkConfig.from_dict(ckpt[HYPER_PARAMETERS][NET])
     G = Generator(cfg)
     prefix = which + "."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     G.load_state_dict(state)
     return G.eval().requires_grad_(False)
-

@@ -7,6 +7,7 @@ misspelt key, an unknown option of a config group, an override it cannot parse) 
 Hydra runs, by composing the command line's overrides once with Hydra's compose API, and are
 reported the same way, naming the nearest valid keys or options. Anything else keeps its traceback.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from .confdir import CONF_DIR
 from .experiment.command import register_resolvers
 from .utils.errors import UsageError, UserError, one_line
+
 
 def fail(tool: str, error: UserError) -> None:
     """Prints `error` as one line on stderr and exits with its code."""
@@ -76,8 +78,15 @@ def check_overrides(config_name: str, args: Sequence[str]) -> None:
     except SystemExit:  # argparse's usage text and "error: ..." went to `said`
         problem = said.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1]
         raise UsageError(f"{problem}; `--help` lists the flags") from None
-    if flags.config_name or flags.config_path or flags.config_dir or flags.shell_completion \
-            or flags.experimental_rerun or flags.help or flags.hydra_help:
+    if (
+        flags.config_name
+        or flags.config_path
+        or flags.config_dir
+        or flags.shell_completion
+        or flags.experimental_rerun
+        or flags.help
+        or flags.hydra_help
+    ):
         return  # another config, or not a run: Hydra answers these itself
     overrides = list(flags.overrides)
     if not overrides or GlobalHydra.instance().is_initialized():  # nothing to check, or called inside a Hydra app
@@ -158,8 +167,11 @@ def _unknown_option(group: str, value: str, options: list[str]) -> str:
 
 def _unknown_key(key: str, keys: set[str]) -> str:
     parent, _, leaf = key.rpartition(".")
-    siblings = sorted({k[len(parent) + 1:].split(".")[0] for k in keys if k.startswith(parent + ".")}) if parent \
+    siblings = (
+        sorted({k[len(parent) + 1 :].split(".")[0] for k in keys if k.startswith(parent + ".")})
+        if parent
         else sorted(k for k in keys if "." not in k)
+    )
     if not siblings:  # the parent itself is misspelt: compare whole keys
         near = difflib.get_close_matches(key, sorted(keys), n=2, cutoff=0.75)
         return f"{key}: no such setting" + (f"; did you mean {' or '.join(near)}?" if near else "")
@@ -178,8 +190,12 @@ def _flat_keys(cfg, prefix: str = "") -> set[str]:
         path = f"{prefix}{k}"
         out.add(path)
         node = cfg._get_node(k)
-        if isinstance(node, (DictConfig, ListConfig)) and not OmegaConf.is_missing(cfg, k) and not node._is_none() \
-                and not node._is_interpolation():
+        if (
+            isinstance(node, (DictConfig, ListConfig))
+            and not OmegaConf.is_missing(cfg, k)
+            and not node._is_none()
+            and not node._is_interpolation()
+        ):
             out |= _flat_keys(node, path + ".")
     return out
 

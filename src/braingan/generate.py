@@ -18,6 +18,7 @@ files. Conditional models render the class picked by class_name / class_index, o
 in turn when neither is set; unconditional models refuse a class. Hydra composes
 conf/generate.yaml; `main` hands the values to the plain function `generate`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,34 +53,34 @@ MODES = ("images", "grid", "interp", "mixing", "embedding")
 
 @dataclass
 class GridOptions:
-    size: int = 4                        # n: an n x n grid of the first n^2 seeds (then seeds after the last)
+    size: int = 4  # n: an n x n grid of the first n^2 seeds (then seeds after the last)
 
 
 @dataclass
 class InterpOptions:
     seeds: list = field(default_factory=lambda: [0, 1, 2, 3])  # keyframe seeds, 2 or more
-    steps: int = 8                       # frames per segment (its start included, its end not)
-    method: str = "linear"               # linear | slerp
-    space: str = "w"                     # w (after mapping and truncation) | z
-    loop: bool = True                    # the last keyframe walks back to the first
-    fps: float = 12.0                    # frames per second of the animation
-    mp4: bool = False                    # also write an MP4 (needs opencv-python)
+    steps: int = 8  # frames per segment (its start included, its end not)
+    method: str = "linear"  # linear | slerp
+    space: str = "w"  # w (after mapping and truncation) | z
+    loop: bool = True  # the last keyframe walks back to the first
+    fps: float = 12.0  # frames per second of the animation
+    mp4: bool = False  # also write an MP4 (needs opencv-python)
 
 
 @dataclass
 class MixingOptions:
-    sources: list = field(default_factory=lambda: [10, 11, 12])            # row seeds: styles copied from
-    destinations: list = field(default_factory=lambda: [0, 1, 2, 3, 4])    # column seeds: styles copied into
+    sources: list = field(default_factory=lambda: [10, 11, 12])  # row seeds: styles copied from
+    destinations: list = field(default_factory=lambda: [0, 1, 2, 3, 4])  # column seeds: styles copied into
     ranges: dict = field(default_factory=lambda: {"coarse": [4, 8], "middle": [16, 32], "fine": [64, 1024]})
-                                         # name -> [lo, hi] layer resolutions in pixels, inclusive
+    # name -> [lo, hi] layer resolutions in pixels, inclusive
 
 
 @dataclass
 class EmbeddingOptions:
-    samples: int = 500                   # z per class
-    seed: int = 0                        # seeds those z
+    samples: int = 500  # z per class
+    seed: int = 0  # seeds those z
     methods: list = field(default_factory=lambda: ["pca", "umap"])  # umap only when umap-learn is importable
-    projector: bool = True               # TensorBoard projector files in <out>/projector/
+    projector: bool = True  # TensorBoard projector files in <out>/projector/
 
 
 def parse_seeds(value) -> list[int]:
@@ -127,13 +128,13 @@ class Renderer:
 
     def __init__(
         self,
-        G: Generator,                    # the generator (eval mode, on `device`)
-        geometry: Geometry | None,       # native size of the data; None = keep the model square
-        psi: float = 1.0,                # truncation psi (1 = none), toward the class's w average
+        G: Generator,  # the generator (eval mode, on `device`)
+        geometry: Geometry | None,  # native size of the data; None = keep the model square
+        psi: float = 1.0,  # truncation psi (1 = none), toward the class's w average
         truncation_cutoff: int | None = None,  # truncate only the first N ws; None = all
-        noise_mode: str = "const",       # const (fixed, deterministic) | random | none
-        batch: int = 16,                 # images per forward pass
-        progress: bool = True,           # tqdm bars for long renders
+        noise_mode: str = "const",  # const (fixed, deterministic) | random | none
+        batch: int = 16,  # images per forward pass
+        progress: bool = True,  # tqdm bars for long renders
     ):
         self.G, self.geometry, self.psi, self.cutoff = G, geometry, psi, truncation_cutoff
         self.noise_mode, self.batch, self.progress = noise_mode, max(int(batch), 1), progress
@@ -153,9 +154,13 @@ class Renderer:
         return self.G.mapping(z, self.c(label, len(z)), truncation_psi=self.psi, truncation_cutoff=self.cutoff)
 
     @torch.no_grad()
-    def images(self, ws: torch.Tensor, desc: str | None = None) -> np.ndarray:  # [N, num_ws, w_dim] -> uint8 [N, H, W, C]
+    def images(
+        self, ws: torch.Tensor, desc: str | None = None
+    ) -> np.ndarray:  # [N, num_ws, w_dim] -> uint8 [N, H, W, C]
         out = []
-        bar = tqdm(total=len(ws), desc=desc, unit="img", disable=not self.progress or desc is None or len(ws) <= self.batch)
+        bar = tqdm(
+            total=len(ws), desc=desc, unit="img", disable=not self.progress or desc is None or len(ws) <= self.batch
+        )
         for i in range(0, len(ws), self.batch):
             img = to_uint8(self.G.synthesis(ws[i : i + self.batch], noise_mode=self.noise_mode)).cpu()  # [n, C, R, R]
             out.append(self.geometry.to_native(img) if self.geometry is not None else img)
@@ -163,7 +168,9 @@ class Renderer:
         bar.close()
         return torch.cat(out).permute(0, 2, 3, 1).numpy()
 
-    def seeds(self, seeds: Sequence[int], label: int | None, desc: str | None = None) -> np.ndarray:  # uint8 [N, H, W, C]
+    def seeds(
+        self, seeds: Sequence[int], label: int | None, desc: str | None = None
+    ) -> np.ndarray:  # uint8 [N, H, W, C]
         return self.images(self.ws(self.z(seeds), label), desc)
 
 
@@ -178,7 +185,9 @@ def tile(images: np.ndarray, rows: int) -> np.ndarray:  # uint8 [N, H, W, C] -> 
 def write_images(r: Renderer, out: Path, seeds: list[int], label: int | None, name: str) -> None:
     """One PNG per seed, written batch by batch (any number of seeds fits in memory)."""
     folder = out / "images" / name if name else out / "images"
-    bar = tqdm(total=len(seeds), desc=f"images {name}".strip(), unit="img", disable=not r.progress or len(seeds) <= r.batch)
+    bar = tqdm(
+        total=len(seeds), desc=f"images {name}".strip(), unit="img", disable=not r.progress or len(seeds) <= r.batch
+    )
     for i in range(0, len(seeds), r.batch):
         chunk = seeds[i : i + r.batch]
         for seed, image in zip(chunk, r.seeds(chunk, label)):
@@ -239,7 +248,9 @@ def write_mixing(r: Renderer, out: Path, label: int | None, tag: str, opt: Mixin
         lo, hi = bounds
         idx = [i for i in range(r.G.num_ws) if lo <= layer_resolution(i, r.G.img_resolution) <= hi]
         if not idx:
-            log.warning("mixing range %s (%s-%s px) has no layers in a %d px model; skipped", name, lo, hi, r.G.img_resolution)
+            log.warning(
+                "mixing range %s (%s-%s px) has no layers in a %d px model; skipped", name, lo, hi, r.G.img_resolution
+            )
             continue
         used.append(f"{name} {lo}-{hi} px (ws {idx[0]}-{idx[-1]})")
         for s in range(len(sources)):
@@ -327,22 +338,22 @@ def resolve_ckpt(ckpt) -> Path:
 
 
 def generate(
-    ckpt: str | Path | None = "last",    # checkpoint file; 'last' = newest outputs/**/checkpoints/last.ckpt
-    out: str | Path | None = None,       # output folder; None = <run>/generate
-    what: Sequence[str] = MODES,         # any of images, grid, interp, mixing, embedding
-    seeds="0-15",                        # seeds of images (and grid): 0-63, [0,1,2], [0-7,12]
-    psi: float = 1.0,                    # truncation psi; 1 = none
+    ckpt: str | Path | None = "last",  # checkpoint file; 'last' = newest outputs/**/checkpoints/last.ckpt
+    out: str | Path | None = None,  # output folder; None = <run>/generate
+    what: Sequence[str] = MODES,  # any of images, grid, interp, mixing, embedding
+    seeds="0-15",  # seeds of images (and grid): 0-63, [0,1,2], [0-7,12]
+    psi: float = 1.0,  # truncation psi; 1 = none
     truncation_cutoff: int | None = None,  # truncate only the first N ws; None = all
-    class_name: str | None = None,       # conditional models: the class to render; None = every class
-    class_index: int | None = None,      # the same, by label index
-    noise_mode: str = "const",           # const (deterministic) | random | none
-    which: str = "G_ema",                # G_ema | G
-    device: str = "auto",                # auto (cuda when available) | cpu | cuda[:k]
-    batch: int = 16,                     # images per forward pass
-    progress: bool = True,               # tqdm bars
-    grid: Mapping | GridOptions | None = None,            # None = GridOptions()
-    interp: Mapping | InterpOptions | None = None,        # None = InterpOptions()
-    mixing: Mapping | MixingOptions | None = None,        # None = MixingOptions()
+    class_name: str | None = None,  # conditional models: the class to render; None = every class
+    class_index: int | None = None,  # the same, by label index
+    noise_mode: str = "const",  # const (deterministic) | random | none
+    which: str = "G_ema",  # G_ema | G
+    device: str = "auto",  # auto (cuda when available) | cpu | cuda[:k]
+    batch: int = 16,  # images per forward pass
+    progress: bool = True,  # tqdm bars
+    grid: Mapping | GridOptions | None = None,  # None = GridOptions()
+    interp: Mapping | InterpOptions | None = None,  # None = InterpOptions()
+    mixing: Mapping | MixingOptions | None = None,  # None = MixingOptions()
     embedding: Mapping | EmbeddingOptions | None = None,  # None = EmbeddingOptions()
 ) -> Path:
     """Write what `what` asks for into `out` and return `out`."""
@@ -364,8 +375,15 @@ def generate(
     G = load_generator(path, which).to(device)
     classes = pick_classes(G, info.class_names, class_name, class_index)
     r = Renderer(G, info.geometry, psi, truncation_cutoff, noise_mode, batch, progress)
-    opts = [kind(**(o or {})) if o is None or isinstance(o, Mapping) else o for o, kind in
-            ((grid, GridOptions), (interp, InterpOptions), (mixing, MixingOptions), (embedding, EmbeddingOptions))]
+    opts = [
+        kind(**(o or {})) if o is None or isinstance(o, Mapping) else o
+        for o, kind in (
+            (grid, GridOptions),
+            (interp, InterpOptions),
+            (mixing, MixingOptions),
+            (embedding, EmbeddingOptions),
+        )
+    ]
     out.mkdir(parents=True, exist_ok=True)
     log.info("%s from %s (%s) -> %s", which, path, ", ".join(n for _, n in classes) or "unconditional", out)
     for label, name in classes:

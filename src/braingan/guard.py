@@ -27,6 +27,7 @@ The runs keep their samples/ and tb/ but not their checkpoints (so that resume=l
 `make eval` never pick up a guard run). On the CPU (no CUDA, or trainer=cpu) the defaults are a
 tiny run; see `CPU_DEFAULTS`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -53,6 +54,8 @@ CPU_DEFAULTS = {
     "guard.kimg": "1",
     "speed.channels_last": "true",
 }
+
+
 def _fmt(v, spec: str = ".4g") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -60,15 +63,25 @@ def _fmt(v, spec: str = ".4g") -> str:
 def format_table(r: dict) -> str:
     """The printed summary of guard.json."""
     c, runs = r["config"], r["runs"]
-    head = (f"guard     {c['resolution']}x{c['resolution']}, model {c['model']}, batch {c['batch_size']}, seed {c['seed']}, "
-            f"{c['precision']} on {c['device']}, {c['kimg']:g} kimg per run, smoothing {c['smoothing']:g}")
+    head = (
+        f"guard     {c['resolution']}x{c['resolution']}, model {c['model']}, batch {c['batch_size']}, seed {c['seed']}, "
+        f"{c['precision']} on {c['device']}, {c['kimg']:g} kimg per run, smoothing {c['smoothing']:g}"
+    )
     lines = [head]
     for name in RUNS:
         run = runs[name]
-        lines.append(f"{name:9s} " + ", ".join(f"{k} {v}" for k, v in run["speed"].items())
-                     + f" | {run['steps']} steps, {_fmt(run['seconds'])} s, median {_fmt(run['median_sec_per_kimg'])} s/kimg")
-    lines += ["", (f"{'tag':10s} {'points':>7s} {'1st plain':>11s} {'1st optim':>11s} {'1st rel':>9s} "
-                   f"{'|d|/std':>8s} {'corr':>7s} {'end plain':>10s} {'end optim':>10s}")]
+        lines.append(
+            f"{name:9s} "
+            + ", ".join(f"{k} {v}" for k, v in run["speed"].items())
+            + f" | {run['steps']} steps, {_fmt(run['seconds'])} s, median {_fmt(run['median_sec_per_kimg'])} s/kimg"
+        )
+    lines += [
+        "",
+        (
+            f"{'tag':10s} {'points':>7s} {'1st plain':>11s} {'1st optim':>11s} {'1st rel':>9s} "
+            f"{'|d|/std':>8s} {'corr':>7s} {'end plain':>10s} {'end optim':>10s}"
+        ),
+    ]
     for tag, s in r["tags"].items():
         first, final = s["first_step"] or {}, s["final"] or {}
         lines.append(
@@ -76,8 +89,10 @@ def format_table(r: dict) -> str:
             f"{_fmt(first.get('rel_diff'), '.2e'):>9s} {_fmt(s['mad_over_std'], '.3f'):>8s} {_fmt(s['corr'], '.3f'):>7s} "
             f"{_fmt(final.get('plain')):>10s} {_fmt(final.get('optimized')):>10s}"
         )
-    lines.append("1st: the first step (must agree to rounding); |d|/std: mean |smoothed difference| over the plain "
-                 "curve's std; corr: of the smoothed curves")
+    lines.append(
+        "1st: the first step (must agree to rounding); |d|/std: mean |smoothed difference| over the plain "
+        "curve's std; corr: of the smoothed curves"
+    )
     return "\n".join(lines)
 
 

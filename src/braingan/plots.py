@@ -15,6 +15,7 @@ top. A step logged twice (a resume from an older checkpoint) keeps its latest va
 the event files and smoothing live in `reporting/tensorboard.py`, the figure helpers in
 `reporting/figures.py`, and run=last is `rundir.newest_run`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,9 @@ def group_tags(tags: Sequence[str]) -> list[tuple[str, list[str], bool]]:
     tags = [t for t in tags if t not in SKIPPED]
     groups, taken = [], set()
     for stem, prefix, overlay in GROUPS:
-        members = sorted((t for t in tags if t.startswith(prefix)), key=lambda t: (FIRST.index(t) if t in FIRST else len(FIRST), t))
+        members = sorted(
+            (t for t in tags if t.startswith(prefix)), key=lambda t: (FIRST.index(t) if t in FIRST else len(FIRST), t)
+        )
         if members:
             groups.append((stem, members, overlay))
             taken.update(members)
@@ -66,10 +69,10 @@ def group_tags(tags: Sequence[str]) -> list[tuple[str, list[str], bool]]:
 
 def plot_group(
     scalars: dict[str, tuple[np.ndarray, np.ndarray]],  # tag -> (steps in images, values)
-    tags: list[str],                  # the tags of this figure
-    overlay: bool,                    # all on one axis (True) or one panel each
-    path: Path,                       # the PNG to write
-    smoothing: float = 0.6,           # EMA weight in [0, 1); 0 = raw values only
+    tags: list[str],  # the tags of this figure
+    overlay: bool,  # all on one axis (True) or one panel each
+    path: Path,  # the PNG to write
+    smoothing: float = 0.6,  # EMA weight in [0, 1); 0 = raw values only
     dpi: int = 100,
 ) -> None:
     fig, axes = figure(1 if overlay else len(tags))
@@ -95,10 +98,10 @@ def plot_group(
 
 
 def plots(
-    run: str | Path | None = None,    # training run folder (holds tb/); None = newest under outputs/
-    out: str | Path | None = None,    # output folder; None = <run>/plots
-    smoothing: float = 0.6,           # TensorBoard-style EMA weight in [0, 1); 0 = off
-    dpi: int = 100,                   # PNG resolution
+    run: str | Path | None = None,  # training run folder (holds tb/); None = newest under outputs/
+    out: str | Path | None = None,  # output folder; None = <run>/plots
+    smoothing: float = 0.6,  # TensorBoard-style EMA weight in [0, 1); 0 = off
+    dpi: int = 100,  # PNG resolution
 ) -> list[Path]:
     """Write one PNG per group of logged scalars; returns the files written."""
     run = newest_run() if run in (None, "", "last") else Path(str(run)).expanduser()
@@ -114,7 +117,13 @@ def plots(
     for stem, tags, overlay in groups:
         plot_group(scalars, tags, overlay, out / f"{stem}.png", smoothing, dpi)
         written.append(out / f"{stem}.png")
-    log.info("wrote %d plots of %d scalar tags to %s: %s", len(written), len(scalars), out, ", ".join(p.name for p in written))
+    log.info(
+        "wrote %d plots of %d scalar tags to %s: %s",
+        len(written),
+        len(scalars),
+        out,
+        ", ".join(p.name for p in written),
+    )
     return written
 
 

@@ -22,6 +22,7 @@ every volume is done, so a failed run leaves no partial split folders. A non-emp
 refused unless overwrite=true, which replaces only the split folders and subjects.csv.
 Hydra composes conf/prepare.yaml; `main` hands the values to the plain function `prepare`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -58,19 +59,17 @@ CSV_COLUMNS = ("subject", "case", "split", "volume", "slices")
 class Volume:
     """One input volume and the names it gets."""
 
-    path: Path      # the volume file (.nii, .nii.gz, or the .img of an Analyze pair)
-    relpath: str    # path relative to input, '/'-separated; what subject_regex is searched in
-    subject: str    # subject id captured by subject_regex
-    case: str       # id in the PNG names: subject, or subject-<k> when it has several volumes
+    path: Path  # the volume file (.nii, .nii.gz, or the .img of an Analyze pair)
+    relpath: str  # path relative to input, '/'-separated; what subject_regex is searched in
+    subject: str  # subject id captured by subject_regex
+    case: str  # id in the PNG names: subject, or subject-<k> when it has several volumes
 
 
 def _compile(subject_regex: str) -> re.Pattern:
     try:
         return re.compile(subject_regex)
     except re.error as error:
-        raise DatasetError(
-            f"subject_regex='{subject_regex}' is not a valid regular expression: {error}"
-        ) from None
+        raise DatasetError(f"subject_regex='{subject_regex}' is not a valid regular expression: {error}") from None
 
 
 def subject_of(relpath: str, regex: re.Pattern) -> str | None:
@@ -119,8 +118,7 @@ def name_volumes(paths: Sequence[Path], root: Path, subject_regex: str) -> list[
     clash = sorted({c for c in cases if cases.count(c) > 1})
     if clash:
         raise DatasetError(
-            f"case ids {', '.join(clash[:3])} name two volumes (a subject id ends in -<k>); "
-            "change subject_regex"
+            f"case ids {', '.join(clash[:3])} name two volumes (a subject id ends in -<k>); change subject_regex"
         )
     return volumes
 
@@ -152,22 +150,22 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 
 def prepare(
-    input: str | os.PathLike,                      # folder of volumes, searched recursively
-    output: str | os.PathLike,                     # folder to write the OASIS layout into
-    patterns: Sequence[str] = VOLUME_PATTERNS,     # file-name globs of the volumes
-    subject_regex: str = SUBJECT_REGEX,            # re.search on the path relative to input
+    input: str | os.PathLike,  # folder of volumes, searched recursively
+    output: str | os.PathLike,  # folder to write the OASIS layout into
+    patterns: Sequence[str] = VOLUME_PATTERNS,  # file-name globs of the volumes
+    subject_regex: str = SUBJECT_REGEX,  # re.search on the path relative to input
     slice_range: Sequence[float | int | None] | None = None,  # [lo, hi) axial indices, or
-                                                   # fractions of the axis; None = all
-    min_brain_fraction: float | None = 0.1,        # keep slices with >= this foreground share
-    slice_step: int = 1,                           # then every step-th selected slice
-    percentiles: Sequence[float] = (0.5, 99.5),    # intensity window, foreground percentiles
-    foreground_threshold: float = 0.0,             # 0 = nonzero voxels are foreground
-    orientation: str | None = None,                # stored axis codes overriding the header
-    canvas: Sequence[int] | None = None,           # [width, height]; None = native size
+    # fractions of the axis; None = all
+    min_brain_fraction: float | None = 0.1,  # keep slices with >= this foreground share
+    slice_step: int = 1,  # then every step-th selected slice
+    percentiles: Sequence[float] = (0.5, 99.5),  # intensity window, foreground percentiles
+    foreground_threshold: float = 0.0,  # 0 = nonzero voxels are foreground
+    orientation: str | None = None,  # stored axis codes overriding the header
+    canvas: Sequence[int] | None = None,  # [width, height]; None = native size
     splits: Mapping[str, float] = SPLIT_FRACTIONS,  # split -> fraction of the subjects
-    seed: int = 0,                                 # seeds the subject split
-    overwrite: bool = False,                       # replace the slices of an earlier run
-    progress: bool = True,                         # tqdm bar over the volumes
+    seed: int = 0,  # seeds the subject split
+    overwrite: bool = False,  # replace the slices of an earlier run
+    progress: bool = True,  # tqdm bar over the volumes
 ) -> Path:
     """Write the axial PNG slices of every volume under `input` into `output`; returns `output`."""
     if input is None or str(input) == "":
@@ -214,8 +212,7 @@ def prepare(
             for n, image in slices.items():  # image: uint8 [H, W]
                 Image.fromarray(image).save(folder / f"case_{volume.case}_slice_{n}.nii.png")
             rows.append(
-                dict(subject=volume.subject, case=volume.case, split=split,
-                     volume=volume.relpath, slices=len(slices))
+                dict(subject=volume.subject, case=volume.case, split=split, volume=volume.relpath, slices=len(slices))
             )
         empty = [r["volume"] for r in rows if r["slices"] == 0]
         if len(empty) == len(rows):
@@ -236,7 +233,10 @@ def prepare(
     subjects = {s: len({r["subject"] for r in rows if r["split"] == s}) for s in OASIS_SPLITS}
     log.info(
         "wrote %d slices of %d volumes (%d subjects) to %s: %s",
-        sum(per_split.values()), len(rows), len(split_of), output,
+        sum(per_split.values()),
+        len(rows),
+        len(split_of),
+        output,
         ", ".join(f"{s} {per_split[s]} slices/{subjects[s]} subjects" for s in OASIS_SPLITS),
     )
     return output

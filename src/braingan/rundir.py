@@ -20,6 +20,7 @@
 Nothing here reads a checkpoint or knows Hydra: `checkpoint.py` owns the file format and
 `experiment/resume.py` the continue/resume policy. This module only needs the standard library.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,7 @@ class RunDir:
         object.__setattr__(self, "path", Path(os.path.expanduser(str(self.path))))
 
     @classmethod
-    def of_checkpoint(cls, ckpt: str | os.PathLike) -> "RunDir":
+    def of_checkpoint(cls, ckpt: str | os.PathLike) -> RunDir:
         """The run a checkpoint belongs to: <run>/checkpoints/x.ckpt -> <run>; a loose file -> its folder."""
         ckpt = Path(ckpt).expanduser().resolve()
         return cls(ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent)
@@ -145,7 +146,7 @@ def snapshot_name(tag: str) -> str:
 def snapshot_tag(path: str | os.PathLike) -> str | None:
     """The kimg tag of a snapshot file name (kimg_000128.ckpt -> '000128'), else None."""
     stem = Path(path).stem
-    return stem[len(SNAPSHOT_PREFIX):] if stem.startswith(SNAPSHOT_PREFIX) else None
+    return stem[len(SNAPSHOT_PREFIX) :] if stem.startswith(SNAPSHOT_PREFIX) else None
 
 
 def newest_last_checkpoint(root: str | os.PathLike = OUTPUTS, setting: str = "ckpt") -> Path:
@@ -166,8 +167,10 @@ def newest_run(root: str | os.PathLike = OUTPUTS) -> Path:
     """
     root = Path(root)
     tools = [(root / tool).resolve() for tool in NOT_RUNS]
-    found = sorted((p for p in root.glob(f"**/{TB}/{EVENTS}") if not any(p.resolve().is_relative_to(t) for t in tools)),
-                   key=lambda p: p.stat().st_mtime)
+    found = sorted(
+        (p for p in root.glob(f"**/{TB}/{EVENTS}") if not any(p.resolve().is_relative_to(t) for t in tools)),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not found:
         raise MissingFileError(
             f"run=last: no training run with TensorBoard event files under {root.resolve()}; pass run=<run folder>"

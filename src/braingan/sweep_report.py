@@ -19,6 +19,7 @@ first argument is the sweep folder (`make sweep-report DIR=...` passes it so). F
 submitit files of the run's job (<sweep>/.submitit/<job id>/: log and result pickle). The
 result pickle is unpickled, so only report on sweeps you (or your jobs) wrote.
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,6 +50,7 @@ QUEUE_WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL
 
 # ---------------------------------------------------------------- overrides
 
+
 def read_overrides(run: Path) -> list[str]:
     """The run's command-line overrides, as Hydra saved them."""
     from omegaconf import OmegaConf
@@ -72,6 +74,7 @@ def varying_keys(overrides: list[list[str]]) -> list[str]:
 
 
 # ---------------------------------------------------------------- what a run reached
+
 
 def checkpoint_kimg(run: Path) -> float | None:
     """kimg stored in <run>/checkpoints/last.ckpt; None when there is none (or it cannot be read)."""
@@ -130,6 +133,7 @@ def target_kimg(run: Path) -> float | None:
 
 
 # ---------------------------------------------------------------- SLURM / submitit state
+
 
 def job_id(run: Path) -> str | None:
     """The SLURM job id Hydra's submitit launcher stored in .hydra/hydra.yaml (e.g. '1234_0'); None otherwise."""
@@ -214,7 +218,9 @@ def queue_states(jobs: list[str]) -> dict[str, str]:
     try:
         out = subprocess.run(
             ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(jobs)],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
@@ -227,10 +233,10 @@ def queue_states(jobs: list[str]) -> dict[str, str]:
 
 
 def run_status(
-    kimg: float | None,               # training time reached
-    target: float | None,             # configured kimg
-    outcome: str | None = None,       # job_outcome(): started | signalled | exception | completed | None
-    queue_state: str | None = None,   # squeue's state of the job; None = not queued (or no SLURM)
+    kimg: float | None,  # training time reached
+    target: float | None,  # configured kimg
+    outcome: str | None = None,  # job_outcome(): started | signalled | exception | completed | None
+    queue_state: str | None = None,  # squeue's state of the job; None = not queued (or no SLURM)
 ) -> str:
     """finished   kimg reached the configured kimg
     running    SLURM runs the job now
@@ -255,12 +261,15 @@ def run_status(
 
 # ---------------------------------------------------------------- the table
 
+
 def collect(sweep: Path) -> tuple[list[str], list[dict]]:
     """(varying override keys, one row dict per run)."""
     runs = sweep_runs(sweep)
     if not runs:
-        raise MissingFileError(f"sweep={sweep}: no run folders (<n>/.hydra/overrides.yaml) below it; pass a sweep folder "
-                               "(outputs/multirun/<date>/<time>)")
+        raise MissingFileError(
+            f"sweep={sweep}: no run folders (<n>/.hydra/overrides.yaml) below it; pass a sweep folder "
+            "(outputs/multirun/<date>/<time>)"
+        )
     overrides = [read_overrides(run) for run in runs]
     keys = varying_keys(overrides)
     jobs = [job_id(run) for run in runs]
@@ -276,18 +285,20 @@ def collect(sweep: Path) -> tuple[list[str], list[dict]]:
         values = dict(split_override(o) for o in over)
         row = {"run": run.relative_to(sweep).as_posix()}
         row.update({k: values.get(k, "") for k in keys})
-        row.update({
-            "kimg": kimg,
-            "target": target,
-            "loss_G": last_value(scalars, "Loss/G"),
-            "loss_D": last_value(scalars, "Loss/D"),
-            "fid_tb": last_fid(scalars),
-            "fid_eval": eval_fid(run),
-            "status": run_status(kimg, target, outcome, queue.get(job) if job else None),
-            "job": job or "",
-            "error": message,
-            "overrides": " ".join(over),
-        })
+        row.update(
+            {
+                "kimg": kimg,
+                "target": target,
+                "loss_G": last_value(scalars, "Loss/G"),
+                "loss_D": last_value(scalars, "Loss/D"),
+                "fid_tb": last_fid(scalars),
+                "fid_eval": eval_fid(run),
+                "status": run_status(kimg, target, outcome, queue.get(job) if job else None),
+                "job": job or "",
+                "error": message,
+                "overrides": " ".join(over),
+            }
+        )
         rows.append(row)
     return keys, rows
 

@@ -4,6 +4,7 @@ Hydra composes conf/train.yaml with the dataset/, model/, trainer/ and experimen
 `main` prepares the command line (experiment/command.py) and hands the composed config to the
 plain function `experiment.run.train`, which knows no Hydra.
 """
+
 from __future__ import annotations
 
 import logging

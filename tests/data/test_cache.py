@@ -29,10 +29,7 @@ def record(path: Path, label: int = 0) -> SliceRecord:
 @pytest.fixture
 def slices(write_png: WritePng, tmp_path: Path) -> list[SliceRecord]:
     """Eight 16 x 16 slices; slice i is the constant 10 * (i + 1), label i % 3."""
-    paths = [
-        write_png(tmp_path / "images" / f"s{i}.png", np.full((16, 16), 10 * (i + 1), np.uint8))
-        for i in range(8)
-    ]
+    paths = [write_png(tmp_path / "images" / f"s{i}.png", np.full((16, 16), 10 * (i + 1), np.uint8)) for i in range(8)]
     return [record(p, i % 3) for i, p in enumerate(paths)]
 
 
@@ -44,9 +41,19 @@ def test_key_follows_paths_sizes_mtimes_and_policy(slices: list[SliceRecord]) ->
     paths = [r.path for r in slices]
     key = cache_key(paths, 16, 1, "pad")
     assert cache_key(paths, 16, 1, "pad") == key
-    assert len({key, cache_key(paths, 32, 1, "pad"), cache_key(paths, 16, 3, "pad"),
-                cache_key(paths, 16, 1, "crop"), cache_key(paths[::-1], 16, 1, "pad"),
-                cache_key(paths[1:], 16, 1, "pad")}) == 6
+    assert (
+        len(
+            {
+                key,
+                cache_key(paths, 32, 1, "pad"),
+                cache_key(paths, 16, 3, "pad"),
+                cache_key(paths, 16, 1, "crop"),
+                cache_key(paths[::-1], 16, 1, "pad"),
+                cache_key(paths[1:], 16, 1, "pad"),
+            }
+        )
+        == 6
+    )
     stat = paths[0].stat()
     os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # touched, same bytes
     assert cache_key(paths, 16, 1, "pad") != key
@@ -72,9 +79,7 @@ def test_cache_is_reused_when_nothing_changed(slices: list[SliceRecord], tmp_pat
     assert second.labels.tolist() == [i % 3 for i in range(8)]  # labels come from the records
 
 
-def test_cache_is_rebuilt_when_a_file_changes(
-    slices: list[SliceRecord], tmp_path: Path, write_png: WritePng
-) -> None:
+def test_cache_is_rebuilt_when_a_file_changes(slices: list[SliceRecord], tmp_path: Path, write_png: WritePng) -> None:
     first = cached(slices, tmp_path / "cache")
     assert first[3][0].unique().tolist() == [40]
     stat = slices[3].path.stat()
@@ -111,9 +116,7 @@ def test_a_failed_build_leaves_no_files(tmp_path: Path) -> None:
     assert cache.load() is None
 
 
-def test_bad_files_are_remembered_by_the_cache(
-    slices: list[SliceRecord], tmp_path: Path
-) -> None:
+def test_bad_files_are_remembered_by_the_cache(slices: list[SliceRecord], tmp_path: Path) -> None:
     corrupt = tmp_path / "images" / "s2.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(DatasetError) as fresh:
@@ -145,9 +148,7 @@ def test_conversion_warning_is_repeated_on_reuse(tmp_path: Path) -> None:
         assert str(caught[0].message).startswith("converted 1 of 1 images to 8-bit grayscale")
 
 
-def test_pickling_carries_the_path_not_the_pixels(
-    slices: list[SliceRecord], tmp_path: Path
-) -> None:
+def test_pickling_carries_the_path_not_the_pixels(slices: list[SliceRecord], tmp_path: Path) -> None:
     ds = SliceDataset(slices, 64, cache_dir=tmp_path / "cache", progress=False)
     blob = pickle.dumps(ds)
     assert len(blob) < ds.images.nbytes // 8  # the pixels alone are 8 x 64 x 64 = 32 KiB
@@ -159,9 +160,7 @@ def test_pickling_carries_the_path_not_the_pixels(
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_workers_read_the_cache_like_the_main_process(
-    slices: list[SliceRecord], tmp_path: Path, context: str
-) -> None:
+def test_workers_read_the_cache_like_the_main_process(slices: list[SliceRecord], tmp_path: Path, context: str) -> None:
     ds = cached(slices, tmp_path / "cache")
 
     def first_batches(num_workers: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

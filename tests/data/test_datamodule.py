@@ -104,8 +104,13 @@ def test_runs_under_a_lightning_trainer(oasis_tree: Callable[..., Path]) -> None
     dm = make_dm(oasis_tree(subjects=3, slices=4))
     model = _Recorder()
     trainer = pl.Trainer(
-        max_steps=4, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        max_steps=4,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(model, datamodule=dm)  # an endless loader: the run ends on max_steps
     stream = iter(InfiniteSampler(12, seed=3))
@@ -115,8 +120,14 @@ def test_runs_under_a_lightning_trainer(oasis_tree: Callable[..., Path]) -> None
 
 def test_demo_mode_builds_then_loads(tmp_path: Path) -> None:
     dm = SliceDataModule(
-        str(tmp_path / "demo"), demo=True, demo_subjects=3, resolution=32, batch_size=8,
-        num_workers=0, progress=False, splits=("train", "validate", "test"),
+        str(tmp_path / "demo"),
+        demo=True,
+        demo_subjects=3,
+        resolution=32,
+        batch_size=8,
+        num_workers=0,
+        progress=False,
+        splits=("train", "validate", "test"),
     )
     dm.prepare_data()
     assert (tmp_path / "demo" / ".demo_spec.json").is_file()
@@ -148,7 +159,12 @@ def test_oasis_tree_counts_subjects_splits_and_manifest(tmp_path: Path) -> None:
     rows = read_manifest(manifest)
     assert len(rows) == 5 * 11
     assert {(r.subject, r.split) for r in rows} == {
-        ("001", "train"), ("002", "train"), ("003", "train"), ("004", "validate"), ("005", "test")}
+        ("001", "train"),
+        ("002", "train"),
+        ("003", "train"),
+        ("004", "validate"),
+        ("005", "test"),
+    }
     assert dm.class_names == [] and dm.num_classes == 1
     assert (dm.geometry.width, dm.geometry.height) == (256, 256)
 

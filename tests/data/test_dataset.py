@@ -96,14 +96,11 @@ def test_three_channels_from_rgb_and_from_gray(write_png: WritePng, tmp_path: Pa
     # and the grayscale conversion of the RGB image uses PIL's ITU-R 601 luma weights
     ds1, messages = build(records[:1], 8, img_channels=1)
     assert int(ds1.images[0, 0, 0, 0]) == round((10 * 299 + 120 * 587 + 250 * 114) / 1000)
-    assert messages == ["converted 1 of 1 images to 8-bit grayscale: "
-                        "1 RGB (to gray by ITU-R 601 luma, alpha dropped)"]
+    assert messages == ["converted 1 of 1 images to 8-bit grayscale: 1 RGB (to gray by ITU-R 601 luma, alpha dropped)"]
 
 
 @pytest.mark.parametrize("height,width", [(10, 20), (20, 10)])
-def test_non_square_is_centered_and_zero_padded(
-    write_png: WritePng, tmp_path: Path, height: int, width: int
-) -> None:
+def test_non_square_is_centered_and_zero_padded(write_png: WritePng, tmp_path: Path, height: int, width: int) -> None:
     path = write_png(tmp_path / "r.png", np.full((height, width), 255, np.uint8))
     ds = SliceDataset([record(path)], 20, progress=False)
     expected = torch.zeros(20, 20, dtype=torch.uint8)
@@ -116,9 +113,7 @@ def test_non_square_is_centered_and_zero_padded(
 
 
 @pytest.mark.parametrize("fit", ["crop", "resize"])
-def test_other_fit_policies_reach_the_dataset(
-    write_png: WritePng, tmp_path: Path, fit: str
-) -> None:
+def test_other_fit_policies_reach_the_dataset(write_png: WritePng, tmp_path: Path, fit: str) -> None:
     pixels = np.full((10, 20), 50, np.uint8)
     pixels[:, :5] = pixels[:, 15:] = 250  # only the central 10 x 10 square is 50
     ds = SliceDataset([record(write_png(tmp_path / "w.png", pixels))], 10, fit=fit, progress=False)
@@ -191,8 +186,7 @@ def test_all_bad_files_are_listed_in_one_error(write_png: WritePng, tmp_path: Pa
         SliceDataset([record(good), record(truncated), record(corrupt)], 64, progress=False)
     lines = str(info.value).splitlines()
     assert lines[0] == (
-        "2 images could not be read: corrupt.png, truncated.png "
-        "(dataset.skip_bad=true leaves them out)"
+        "2 images could not be read: corrupt.png, truncated.png (dataset.skip_bad=true leaves them out)"
     )
     assert len(lines) == 3 and str(corrupt) in lines[1] and str(truncated) in lines[2]
 

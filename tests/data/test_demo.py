@@ -35,8 +35,7 @@ def files_of(root: Path) -> dict[str, bytes]:
 
 def test_names_counts_and_subject_split(small: Path) -> None:
     folders = sorted(p.name for p in small.iterdir())
-    assert folders == [SPEC_FILE, "keras_png_slices_test", "keras_png_slices_train",
-                       "keras_png_slices_validate"]
+    assert folders == [SPEC_FILE, "keras_png_slices_test", "keras_png_slices_train", "keras_png_slices_validate"]
     subjects_by_split: dict[str, set[str]] = {}
     for split in ("train", "validate", "test"):
         names = sorted(p.name for p in (small / f"keras_png_slices_{split}").iterdir())
@@ -94,10 +93,8 @@ def test_deterministic_across_builds(small: Path, tmp_path: Path) -> None:
 def test_reused_when_spec_unchanged_rebuilt_when_changed(tmp_path: Path) -> None:
     root = build_demo_dataset(tmp_path / "cache", seed=0, **SMALL)
     spec = json.loads((root / SPEC_FILE).read_text())
-    assert spec == {"builder_version": BUILDER_VERSION, "num_subjects": 5,
-                    "slices_per_subject": 4, "seed": 0}
-    probe = root / "keras_png_slices_train" / sorted(
-        p.name for p in (root / "keras_png_slices_train").iterdir())[0]
+    assert spec == {"builder_version": BUILDER_VERSION, "num_subjects": 5, "slices_per_subject": 4, "seed": 0}
+    probe = root / "keras_png_slices_train" / sorted(p.name for p in (root / "keras_png_slices_train").iterdir())[0]
     mtime = probe.stat().st_mtime_ns
     before = files_of(root)
     assert build_demo_dataset(tmp_path / "cache", seed=0, **SMALL) == root
@@ -139,5 +136,7 @@ def test_default_root_matches_the_demo_config(monkeypatch, tmp_path) -> None:
     from braingan.data.demo import default_demo_root
 
     monkeypatch.setenv("BRAINGAN_CACHE", str(tmp_path))
-    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "paths.yaml"), {"dataset": OmegaConf.load(CONF_DIR / "dataset" / "demo.yaml")})
+    cfg = OmegaConf.merge(
+        OmegaConf.load(CONF_DIR / "paths.yaml"), {"dataset": OmegaConf.load(CONF_DIR / "dataset" / "demo.yaml")}
+    )
     assert default_demo_root() == tmp_path / "demo" == Path(cfg.dataset.root)

@@ -27,7 +27,7 @@ def oasis_root(tmp_path: Path) -> Path:
     touch(data / "keras_png_slices_validate" / "case_007_slice_3.nii.png")
     touch(data / "keras_png_slices_test" / "case_009_slice_0.nii.png")
     touch(data / "keras_png_slices_train" / ".case_003_slice_0.nii.png")  # hidden: ignored
-    touch(data / "keras_png_slices_train" / "notes.txt")                 # not an image: ignored
+    touch(data / "keras_png_slices_train" / "notes.txt")  # not an image: ignored
     return tmp_path / "OASIS"
 
 
@@ -42,24 +42,32 @@ def error_of(*args, **kwargs) -> str:
 def test_oasis_order_split_and_fields(oasis_root: Path) -> None:
     records = discover(oasis_root, "oasis", ["train"])
     assert [(r.subject, r.slice) for r in records] == [
-        ("001", 0), ("001", 1), ("001", 2), ("001", 9), ("001", 10),
-        ("002", 0), ("002", 1), ("002", 2), ("002", 9), ("002", 10),
+        ("001", 0),
+        ("001", 1),
+        ("001", 2),
+        ("001", 9),
+        ("001", 10),
+        ("002", 0),
+        ("002", 1),
+        ("002", 2),
+        ("002", 9),
+        ("002", 10),
     ]
     assert all(r.split == "train" and r.label == 0 for r in records)
     assert all("seg" not in r.path.parent.name for r in records)
     first = records[0]
     assert first == SliceRecord(
-        path=oasis_root / "keras_png_slices_data" / "keras_png_slices_train"
-        / "case_001_slice_0.nii.png",
-        subject="001", slice=0, label=0, split="train",
+        path=oasis_root / "keras_png_slices_data" / "keras_png_slices_train" / "case_001_slice_0.nii.png",
+        subject="001",
+        slice=0,
+        label=0,
+        split="train",
     )
 
 
 def test_oasis_only_requested_splits_in_requested_order(oasis_root: Path) -> None:
     records = discover(oasis_root, "oasis", ("test", "validate"))
-    assert [(r.split, r.subject, r.slice) for r in records] == [
-        ("test", "009", 0), ("validate", "007", 3)
-    ]
+    assert [(r.split, r.subject, r.slice) for r in records] == [("test", "009", 0), ("validate", "007", 3)]
     assert len(discover(oasis_root, "oasis", "train")) == 10  # a bare string is one split
 
 
@@ -83,7 +91,12 @@ def test_folder_layout_recursive_images_only(tmp_path: Path) -> None:
         touch(root / rel)
     records = discover(root, "folder", ["train"])
     assert [r.path.relative_to(root).as_posix() for r in records] == [
-        "a/img9.jpg", "a/img10.png", "b/deep/x.TIFF", "w.tif", "y.bmp", "z.jpeg"
+        "a/img9.jpg",
+        "a/img10.png",
+        "b/deep/x.TIFF",
+        "w.tif",
+        "y.bmp",
+        "z.jpeg",
     ]
     assert [r.subject for r in records] == ["img9", "img10", "x", "w", "y", "z"]
     assert {(r.label, r.split, r.slice) for r in records} == {(0, "train", 0)}
@@ -98,8 +111,10 @@ def test_error_root_not_set() -> None:
 def test_error_missing_root(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     message = error_of(missing, "oasis", ["train"])
-    assert message.startswith(f"dataset.root={missing} does not exist; expected a folder holding "
-                              "keras_png_slices_train/, keras_png_slices_validate/")
+    assert message.startswith(
+        f"dataset.root={missing} does not exist; expected a folder holding "
+        "keras_png_slices_train/, keras_png_slices_validate/"
+    )
     assert "case_<subject>_slice_<n>.nii.png" in message
     assert "folder layout" in error_of(missing, "folder", ["train"])
     assert "<split>/<class>/<subject>_<slice>.jpeg" in error_of(missing, "adni", ["train"])
@@ -150,9 +165,7 @@ def test_error_badly_named_image_suggests_folder_layout(tmp_path: Path) -> None:
 
 
 def test_error_unknown_layout(oasis_root: Path) -> None:
-    assert error_of(oasis_root, "adni2", ["train"]) == (
-        "dataset.layout=adni2 is not one of: oasis, adni, folder"
-    )
+    assert error_of(oasis_root, "adni2", ["train"]) == ("dataset.layout=adni2 is not one of: oasis, adni, folder")
     assert "dataset.splits" in error_of(oasis_root, "oasis", ["val"])
 
 
@@ -169,8 +182,12 @@ def test_oasis_all_splits_when_none_requested(oasis_root: Path) -> None:
 def adni_root(tmp_path: Path) -> Path:
     """AD_NC/{train,test}/{AD,NC}/<subject>_<slice>.jpeg, the real release's naming."""
     base = tmp_path / "ADNI" / "AD_NC"
-    for split, cls, subject in [("train", "AD", "218391"), ("train", "NC", "1182968"),
-                                ("test", "AD", "388206"), ("test", "NC", "1253958")]:
+    for split, cls, subject in [
+        ("train", "AD", "218391"),
+        ("train", "NC", "1182968"),
+        ("test", "AD", "388206"),
+        ("test", "NC", "1253958"),
+    ]:
         for n in (78, 9, 100, 10):
             touch(base / split / cls / f"{subject}_{n}.jpeg")
     touch(base / "train" / "AD" / ".DS_Store")
@@ -181,8 +198,10 @@ def adni_root(tmp_path: Path) -> Path:
 def test_adni_labels_subjects_slices_and_splits(adni_root: Path) -> None:
     records = discover(adni_root, "adni")
     assert [(r.split, r.class_name, r.label, r.subject, r.slice) for r in records[:5]] == [
-        ("train", "AD", 0, "218391", 9), ("train", "AD", 0, "218391", 10),
-        ("train", "AD", 0, "218391", 78), ("train", "AD", 0, "218391", 100),
+        ("train", "AD", 0, "218391", 9),
+        ("train", "AD", 0, "218391", 10),
+        ("train", "AD", 0, "218391", 78),
+        ("train", "AD", 0, "218391", 100),
         ("train", "NC", 1, "1182968", 9),
     ]
     assert len(records) == 16
@@ -208,8 +227,7 @@ def test_adni_empty_class_folder_is_named(adni_root: Path) -> None:
 
 def test_adni_badly_named_image(adni_root: Path) -> None:
     touch(adni_root / "AD_NC" / "test" / "NC" / "scan.jpeg")
-    assert "test/NC/ are not named like <subject>_<slice>.jpeg (e.g. scan.jpeg)" in error_of(
-        adni_root, "adni")
+    assert "test/NC/ are not named like <subject>_<slice>.jpeg (e.g. scan.jpeg)" in error_of(adni_root, "adni")
 
 
 def test_classes_on_unlabelled_data_is_an_error(oasis_root: Path) -> None:
@@ -259,7 +277,8 @@ def test_folder_subject_regex(knee_root: Path) -> None:
     message = error_of(knee_root, "folder", options=LayoutOptions(subject_regex=r"(OAI\d+)"))
     assert "matches 8 of the 9 image paths" in message and "left/stray.png" in message
     assert "not a valid regular expression" in error_of(
-        knee_root, "folder", options=LayoutOptions(subject_regex="(unclosed"))
+        knee_root, "folder", options=LayoutOptions(subject_regex="(unclosed")
+    )
 
 
 def test_folder_numbered_images_of_one_prefix_are_separate_subjects(tmp_path: Path) -> None:

@@ -37,10 +37,7 @@ def test_no_shuffle_repeats_identity() -> None:
 @pytest.mark.parametrize("size,world_size", [(12, 3), (10, 3), (7, 2), (2, 3)])
 def test_ranks_interleave_into_the_single_process_stream(size: int, world_size: int) -> None:
     per_rank = 40
-    streams = [
-        take(InfiniteSampler(size, rank=r, world_size=world_size, seed=5), per_rank)
-        for r in range(world_size)
-    ]
+    streams = [take(InfiniteSampler(size, rank=r, world_size=world_size, seed=5), per_rank) for r in range(world_size)]
     interleaved = [streams[i % world_size][i // world_size] for i in range(per_rank * world_size)]
     assert interleaved == take(InfiniteSampler(size, seed=5), per_rank * world_size)
 

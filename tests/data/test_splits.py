@@ -53,7 +53,9 @@ def test_make_holdout_moves_whole_subjects_per_class() -> None:
 def test_leak_across_splits_is_detected_and_named() -> None:
     data = records(["001", "002"]) + records(["002", "003"], split="validate")
     assert subject_leaks(data) == {"002": ["train", "validate"]}
-    with pytest.raises(DatasetError, match=r"1 subject\(s\) have slices in more than one split \(002 in train\+validate\)"):
+    with pytest.raises(
+        DatasetError, match=r"1 subject\(s\) have slices in more than one split \(002 in train\+validate\)"
+    ):
         check_no_leak(data)
     check_no_leak(records(["001"]) + records(["002"], split="test"))
 

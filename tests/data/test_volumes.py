@@ -51,9 +51,7 @@ def test_reorientation_to_ras_from_flipped_and_permuted_storage(tmp_path: Path) 
     lps = save(nib.Nifti1Image(volume[::-1, ::-1].copy(), lps_affine), tmp_path / "lps.nii.gz")
     # Axes stored in the order [Z, X, Y]: voxel (i, j, k) lies at world (x=j, y=k, z=i).
     permuted_affine = np.array([[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
-    permuted = save(
-        nib.Nifti1Image(volume.transpose(2, 0, 1).copy(), permuted_affine), tmp_path / "sra.nii"
-    )
+    permuted = save(nib.Nifti1Image(volume.transpose(2, 0, 1).copy(), permuted_affine), tmp_path / "sra.nii")
     for path in (ras, lps, permuted):
         loaded = load_volume(path)
         assert loaded.dtype == np.float32 and loaded.shape == SHAPE
@@ -164,8 +162,8 @@ def test_axial_slice_shows_anterior_at_the_top_and_right_on_the_left() -> None:
     image = axial_slice(volume, 17)  # [Y, X] as displayed
     assert image.shape == (SHAPE[1], SHAPE[0])
     rows, cols = np.nonzero(image == 1000)
-    assert rows.max() < SHAPE[1] // 4        # the anterior marker is at the top
-    assert cols.max() < SHAPE[0] // 2        # the patient's right is on the image's left
+    assert rows.max() < SHAPE[1] // 4  # the anterior marker is at the top
+    assert cols.max() < SHAPE[0] // 2  # the patient's right is on the image's left
     assert image[SHAPE[1] - 1 - 38, SHAPE[0] - 1 - 28] == 1000  # exact voxel mapping
 
 

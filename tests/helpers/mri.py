@@ -4,6 +4,7 @@ No OASIS or ADNI data exist on the test machines, so these builders write small 
 follow the released layouts exactly (names, folders, sizes, formats) with axial slices of the
 MNI152 template that nilearn ships. Importable from any test module (tests/ is on sys.path).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,10 +30,10 @@ def _save(path: Path, array: np.ndarray, **kwargs) -> Path:
 
 
 def write_oasis(
-    root: Path,                               # becomes root/keras_png_slices_data/...
+    root: Path,  # becomes root/keras_png_slices_data/...
     subjects: dict[str, list[str]] | None = None,  # split -> subject ids
-    slices: int = 11,                         # slices 0..slices-1 per subject (>= 11 gives slice_10)
-    corrupt: bool = False,                    # add one truncated PNG to the training split
+    slices: int = 11,  # slices 0..slices-1 per subject (>= 11 gives slice_10)
+    corrupt: bool = False,  # add one truncated PNG to the training split
 ) -> Path:
     """The COMP3710 OASIS release: 256x256 PNGs, masks in keras_png_slices_seg_*, a hidden file."""
     subjects = subjects or {"train": ["001", "002", "003"], "validate": ["004"], "test": ["005"]}
@@ -53,9 +54,9 @@ def write_oasis(
 
 
 def write_adni(
-    root: Path,                  # becomes root/AD_NC/{train,test}/{AD,NC}/
-    per_class: int = 2,          # training subjects per class (one test subject per class)
-    slices: int = 6,             # slices per subject
+    root: Path,  # becomes root/AD_NC/{train,test}/{AD,NC}/
+    per_class: int = 2,  # training subjects per class (one test subject per class)
+    slices: int = 6,  # slices per subject
 ) -> Path:
     """The ADNI AD/NC release: 256x240 grayscale JPEGs named <subject>_<slice>.jpeg."""
     base = root / "AD_NC"

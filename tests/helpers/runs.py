@@ -1,4 +1,5 @@
 """Helpers for the end-to-end tests: compose the real config, shrink it to a tiny CPU run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,8 +51,14 @@ def run_tool(tool: str, args: list[str], cwd: Path | str = REPO, timeout: int = 
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", f"braingan.{tool}", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", f"braingan.{tool}", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -59,8 +66,10 @@ def tree_digest(folder: Path) -> dict[str, str]:
     any change, addition or removal shows, an empty new folder too."""
     import hashlib
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def without(overrides: list[str], *keys: str) -> list[str]:
@@ -90,7 +99,7 @@ class tmpfs:
                 pytest.fail(message)
             pytest.skip(message)
 
-    def __enter__(self) -> "tmpfs":
+    def __enter__(self) -> tmpfs:
         self.path.mkdir(parents=True, exist_ok=True)
         self._mount("-t", "tmpfs", "-o", f"size={self.size},mode=0755", "tmpfs", str(self.path))
         if self.read_only:

@@ -9,6 +9,7 @@ when it may (root, and BRAINGAN_START_SLURM=1 or CI=true) and stops those daemon
 the session; otherwise the test skips. With BRAINGAN_REQUIRE_SLURM=1 (CI) a missing cluster fails.
 The helpers are plain functions too, for tests that do not need the fixture object.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,10 +73,10 @@ def queued_jobs(job_ids: list[str] | None = None) -> dict[str, str]:
 
 def wait_for_jobs(
     sweep_dir: str | os.PathLike | None = None,  # a sweep folder: wait for the jobs submitit wrote there
-    job_ids: list[str] = (),          # and/or these job ids ('<array>' covers all its tasks)
-    timeout: float = 600,             # seconds until TimeoutError
-    poll: float = 1.0,                # seconds between squeue calls
-    min_jobs: int = 1,                # wait until at least this many job ids are known (submission may lag)
+    job_ids: list[str] = (),  # and/or these job ids ('<array>' covers all its tasks)
+    timeout: float = 600,  # seconds until TimeoutError
+    poll: float = 1.0,  # seconds between squeue calls
+    min_jobs: int = 1,  # wait until at least this many job ids are known (submission may lag)
 ) -> list[str]:
     """Waits until none of the sweep's (or the given) jobs is queued or running; returns the job ids.
 
@@ -101,8 +102,8 @@ def signal_job(job_id: str, signal: str = "USR2") -> None:
 
 @dataclass
 class SlurmCluster:
-    started_here: bool                # this session started the daemons (and stops them at its end)
-    partition: str | None             # the default partition
+    started_here: bool  # this session started the daemons (and stops them at its end)
+    partition: str | None  # the default partition
 
     wait_for_jobs = staticmethod(wait_for_jobs)
     queued_jobs = staticmethod(queued_jobs)
@@ -123,8 +124,10 @@ def slurm_cluster():
         yield SlurmCluster(started_here=False, partition=default_partition())
         return
     if not (_flag("BRAINGAN_START_SLURM") or _flag("CI")):
-        _missing("no SLURM cluster answers sinfo; start one with `sudo bash scripts/slurm-local.sh start` "
-                 "or set BRAINGAN_START_SLURM=1 (as root) to let the tests start it")
+        _missing(
+            "no SLURM cluster answers sinfo; start one with `sudo bash scripts/slurm-local.sh start` "
+            "or set BRAINGAN_START_SLURM=1 (as root) to let the tests start it"
+        )
     if os.geteuid() != 0:
         _missing("no SLURM cluster answers sinfo, and starting scripts/slurm-local.sh needs root")
     proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SLICES_PER_FOLDER = 40   # per folder; both folders go through Inception twice (here and in fid-helper)
+SLICES_PER_FOLDER = 40  # per folder; both folders go through Inception twice (here and in fid-helper)
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +41,7 @@ def slice_folders(tmp_path_factory) -> tuple[list[Path], list[Path]]:
     """
     from braingan.data.demo import axial_template
 
-    template = axial_template()                                        # [Z, 256, 256] in [0, 1]
+    template = axial_template()  # [Z, 256, 256] in [0, 1]
     rng = np.random.default_rng(0)
     z_a = np.rint(np.linspace(50, 120, SLICES_PER_FOLDER)).astype(int)
     z_b = np.rint(np.linspace(62, 132, SLICES_PER_FOLDER)).astype(int)

@@ -3,6 +3,7 @@
 Features here are 8x8 average-pooled pixels (the audit is agnostic to the feature extractor);
 the Inception path is exercised by the `make audit` end-to-end test.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,13 @@ def slices(tmp_path_factory):
 
 def run(generated: torch.Tensor, s: dict):
     return data_copying_audit(
-        pooled(generated), pooled(s["train"]), pooled(s["validate"]),
-        generated, s["train"], s["validate"], s["train_subjects"],
+        pooled(generated),
+        pooled(s["train"]),
+        pooled(s["validate"]),
+        generated,
+        s["train"],
+        s["validate"],
+        s["train_subjects"],
     )
 
 

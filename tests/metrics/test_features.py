@@ -69,7 +69,9 @@ def test_files_are_read_as_gray_and_batched_by_size(tmp_path):
     arrays += [rng.integers(0, 256, (20, 24), dtype=np.uint8) for _ in range(2)]
     paths = [_png(tmp_path / f"{i}.png", a) for i, a in enumerate(arrays)]
     assert [tuple(b.shape) for b in iter_file_batches(paths, batch_size=2)] == [
-        (2, 1, 16, 16), (1, 1, 16, 16), (2, 1, 20, 24)
+        (2, 1, 16, 16),
+        (1, 1, 16, 16),
+        (2, 1, 20, 24),
     ]
     extractor = MomentExtractor()
     features = extract_features_from_files(extractor, paths, batch_size=2, progress=False)
@@ -82,7 +84,7 @@ def test_rgb_files_become_luma(tmp_path):
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 50
     gray = read_gray_uint8(_png(tmp_path / "rgb.png", rgb))
     assert gray.dtype == torch.uint8 and gray.shape == (1, 4, 4)
-    luma = round(200 * 299 / 1000 + 100 * 587 / 1000 + 50 * 114 / 1000)   # ITU-R 601
+    luma = round(200 * 299 / 1000 + 100 * 587 / 1000 + 50 * 114 / 1000)  # ITU-R 601
     assert abs(int(gray[0, 0, 0]) - luma) <= 1
     plain = np.arange(16, dtype=np.uint8).reshape(4, 4)
     assert torch.equal(read_gray_uint8(_png(tmp_path / "l.png", plain))[0], torch.from_numpy(plain))

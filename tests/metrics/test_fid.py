@@ -71,7 +71,7 @@ def test_feature_stats_are_unbiased_mean_and_cov():
 
 
 def test_fid_of_random_features_against_themselves_is_zero():
-    x = np.random.default_rng(5).standard_normal((300, 64))   # N > D: the [D, D] route
+    x = np.random.default_rng(5).standard_normal((300, 64))  # N > D: the [D, D] route
     assert abs(fid_from_features(x, x)) < 1e-6
     stats = FeatureStats.from_features(x)
     assert abs(fid_from_stats(stats, stats)) < 1e-6

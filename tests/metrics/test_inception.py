@@ -134,7 +134,7 @@ def test_torchmetrics_accepts_it_as_feature(inception, slice_folders, slice_feat
 
     n = 3
     paths_a, paths_b = slice_folders
-    real = torch.stack([read_gray_uint8(p) for p in paths_a[:n]])      # uint8 [3, 1, 256, 256]
+    real = torch.stack([read_gray_uint8(p) for p in paths_a[:n]])  # uint8 [3, 1, 256, 256]
     fake = torch.stack([read_gray_uint8(p) for p in paths_b[:n]])
     fid = FrechetInceptionDistance(feature=inception, normalize=False)
     kid = KernelInceptionDistance(feature=inception, subsets=3, subset_size=n, normalize=False)
@@ -147,7 +147,7 @@ def test_torchmetrics_accepts_it_as_feature(inception, slice_folders, slice_feat
     assert theirs == pytest.approx(ours, rel=1e-4)
     kid_mean, _ = kid.compute()
     assert kid_mean.item() == pytest.approx(kernel_inception_distance(a, b, max_subset_size=n).mean, rel=1e-4)
-    assert not inception.training                                      # torchmetrics left it frozen
+    assert not inception.training  # torchmetrics left it frozen
 
 
 @pytest.mark.gpu

@@ -51,8 +51,10 @@ def test_kid_of_real_slices(slice_features):
     a, b = slice_features
     same = kernel_inception_distance(a, a)
     different = kernel_inception_distance(a[:20], b[20:])
-    print(f"\nKID x 10^3: a vs a {1e3 * same.mean:.3f} +- {1e3 * same.std:.3f}, "
-          f"a[:20] vs b[20:] {1e3 * different.mean:.3f} +- {1e3 * different.std:.3f}")
+    print(
+        f"\nKID x 10^3: a vs a {1e3 * same.mean:.3f} +- {1e3 * same.std:.3f}, "
+        f"a[:20] vs b[20:] {1e3 * different.mean:.3f} +- {1e3 * different.std:.3f}"
+    )
     assert different.mean > 0 and -0.1 * different.mean < same.mean <= 0
 
 

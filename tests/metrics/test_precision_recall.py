@@ -11,8 +11,8 @@ from braingan.metrics.precision_recall import knn_sq_radii, pairwise_sq_distance
 
 def test_knn_radii_match_brute_force():
     x = np.random.default_rng(0).standard_normal((60, 16))
-    full = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)            # [60, 60], 0 on the diagonal
-    expected = np.sort(full, axis=1)[:, 3]                             # 3rd neighbour after self
+    full = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)  # [60, 60], 0 on the diagonal
+    expected = np.sort(full, axis=1)[:, 3]  # 3rd neighbour after self
     got = knn_sq_radii(torch.from_numpy(x), k=3, block_rows=7).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
 

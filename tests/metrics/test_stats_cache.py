@@ -46,7 +46,7 @@ def test_second_call_is_a_hit_and_skips_compute(tmp_path, files):
     np.testing.assert_array_equal(second.stats.cov, first.stats.cov)
     assert second.stats.num == 4 and second.key == first.key and second.path == first.path
     assert second.meta["extractor_sha256"] == SHA and second.meta["resolution"] == 64
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.path.name]   # no temporaries
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.path.name]  # no temporaries
     assert first.path.name == f"real-64px-pad-{first.key}.npz"
 
 
@@ -66,7 +66,7 @@ def test_key_follows_files_and_setup(files):
     assert touched != base
     mtime = os.stat(files[1]).st_mtime_ns
     files[1].write_bytes(b"longer content than before")
-    os.utime(files[1], ns=(mtime, mtime))                     # same mtime, new size
+    os.utime(files[1], ns=(mtime, mtime))  # same mtime, new size
     assert stats_key(files, 64, "pad", SHA) != touched
 
 

@@ -2,6 +2,7 @@
 
 Expected values are computed independently (torch.flip, slicing, closed-form controller steps).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,10 @@ def test_p_zero_is_exact_identity():
 
 def flipped_or_not(out: torch.Tensor, x: torch.Tensor, atol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """[N] bool each: the sample is exactly x's mirror image, or exactly x."""
+
     def same(a, b):
-        return ((a - b).flatten(1).abs().amax(1) <= atol)
+        return (a - b).flatten(1).abs().amax(1) <= atol
+
     return same(out, x.flip(3)), same(out, x)
 
 
@@ -88,7 +91,9 @@ def test_integer_translation_is_an_exact_shift():
     assert min(dxs) < 0 < max(dxs) and min(dys) < 0 < max(dys)  # both directions on both axes
 
 
-@pytest.mark.parametrize("kind", [dict(rotate_deg=10.0), dict(scale=0.2), dict(rotate_deg=10.0, scale=0.2, translate=0.125)])
+@pytest.mark.parametrize(
+    "kind", [dict(rotate_deg=10.0), dict(scale=0.2), dict(rotate_deg=10.0, scale=0.2, translate=0.125)]
+)
 def test_rotation_and_scale_change_images_but_keep_constants(kind):
     x = noise(n=16)
     assert changed(only(**kind)(x), x).all()
@@ -171,7 +176,11 @@ def test_transforms_are_chosen_independently():
     flipped = is_shift_of(out, x.flip(3))
     assert (flipped ^ is_shift_of(out, x)).all()  # every sample is explained by exactly one flip state
     brightened = (out.mean((1, 2, 3)) - x.mean((1, 2, 3))).abs() > 1e-6
-    for frac, q in [(flipped.float().mean(), 0.15), (brightened.float().mean(), 0.3), ((flipped & brightened).float().mean(), 0.045)]:
+    for frac, q in [
+        (flipped.float().mean(), 0.15),
+        (brightened.float().mean(), 0.3),
+        ((flipped & brightened).float().mean(), 0.045),
+    ]:
         assert abs(frac.item() - q) < 4 * math.sqrt(q * (1 - q) / n)
 
 

@@ -114,4 +114,6 @@ def test_float64_computes_in_float64():
             got = modulated_conv2d(x, weight, styles, demodulate=demod, up=2, fir=fir, fused=fused, fused_up=fused_up)
             assert got.shape == (3, 5, 16, 16) and got.dtype == torch.float64
             ref = _reference_float64(x, weight, styles, demod, up=2)
-            torch.testing.assert_close(got, ref, rtol=0, atol=1e-12, msg=lambda m, case=(demod, fused, fused_up): f"{case}: {m}")
+            torch.testing.assert_close(
+                got, ref, rtol=0, atol=1e-12, msg=lambda m, case=(demod, fused, fused_up): f"{case}: {m}"
+            )

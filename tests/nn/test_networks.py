@@ -1,4 +1,5 @@
 """G and D build and run forward/backward at every resolution of the group, 1 and 3 channels."""
+
 import pytest
 import torch
 
@@ -8,7 +9,16 @@ from braingan.nn.synthesis import Generator
 
 
 def _cfg(res, ch, **kw):
-    return NetworkConfig(img_resolution=res, img_channels=ch, z_dim=16, w_dim=16, mapping_layers=2, channel_base=2048, channel_max=16, **kw)
+    return NetworkConfig(
+        img_resolution=res,
+        img_channels=ch,
+        z_dim=16,
+        w_dim=16,
+        mapping_layers=2,
+        channel_base=2048,
+        channel_max=16,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("res", [32, 64, 128, 256, 512])
@@ -83,8 +93,16 @@ def test_conditional_discriminator_projection_depends_on_class():
 
 
 def _config_f_256(**kw) -> NetworkConfig:
-    return NetworkConfig(img_resolution=256, img_channels=1, z_dim=512, w_dim=512, mapping_layers=8,
-                         channel_base=32768, channel_max=512, **kw)
+    return NetworkConfig(
+        img_resolution=256,
+        img_channels=1,
+        z_dim=512,
+        w_dim=512,
+        mapping_layers=8,
+        channel_base=32768,
+        channel_max=512,
+        **kw,
+    )
 
 
 def _count(net: torch.nn.Module) -> int:

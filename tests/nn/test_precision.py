@@ -3,6 +3,7 @@
 CPU autocast supports both bfloat16 and float16 (torch >= 2.x), so both are exercised here;
 float16 convolutions are slow on CPU, so those tests use a handful of samples.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,15 @@ from braingan.nn.synthesis import Generator, SynthesisLayer, ToRGBLayer
 
 
 def _cfg(**kw):
-    base = {"img_resolution": 32, "z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 512, "channel_max": 16, "c_dim": 2}
+    base = {
+        "img_resolution": 32,
+        "z_dim": 16,
+        "w_dim": 16,
+        "mapping_layers": 2,
+        "channel_base": 512,
+        "channel_max": 16,
+        "c_dim": 2,
+    }
     base.update(kw)
     return NetworkConfig(**base)
 
@@ -92,7 +101,12 @@ def test_num_fp16_res_zero_keeps_everything_fp32_under_autocast():
 
 
 def test_default_plan_is_the_four_highest_resolutions_never_4x4():
-    assert [r for r in (4, 8, 16, 32, 64, 128, 256) if NetworkConfig(img_resolution=256).reduced_precision_at(r)] == [32, 64, 128, 256]
+    assert [r for r in (4, 8, 16, 32, 64, 128, 256) if NetworkConfig(img_resolution=256).reduced_precision_at(r)] == [
+        32,
+        64,
+        128,
+        256,
+    ]
     # At 32x32 "the 4 highest" would include 4x4: it stops at 8x8.
     assert [r for r in (4, 8, 16, 32) if _cfg().reduced_precision_at(r)] == [8, 16, 32]
     assert not any(_cfg(num_fp16_res=0).reduced_precision_at(r) for r in (4, 8, 16, 32))
@@ -121,17 +135,25 @@ def test_conv_clamp_is_applied_in_the_16_bit_blocks():
     hooks = []
     for prefix, net in (("G.", G), ("D.", D)):
         for name, m in net.named_modules():
-            clamped = isinstance(m, (SynthesisLayer, ToRGBLayer)) or (isinstance(m, EqualizedConv2d) and m.conv_clamp is not None)
+            clamped = isinstance(m, (SynthesisLayer, ToRGBLayer)) or (
+                isinstance(m, EqualizedConv2d) and m.conv_clamp is not None
+            )
             if clamped:
-                hooks.append(m.register_forward_hook(
-                    lambda mod, args, out, key=prefix + name: peaks.__setitem__(key, (out.dtype, out.detach().abs().max().item()))
-                ))
+                hooks.append(
+                    m.register_forward_hook(
+                        lambda mod, args, out, key=prefix + name: peaks.__setitem__(
+                            key, (out.dtype, out.detach().abs().max().item())
+                        )
+                    )
+                )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         D(G(torch.randn(4, 16), torch.eye(2)[[0, 1, 0, 1]]), torch.eye(2)[[0, 1, 0, 1]])
     reduced = {k: v for k, v in peaks.items() if v[0] == torch.bfloat16}
     assert len(reduced) >= 10  # G conv0/conv1/torgb of 3 blocks, D fromrgb/conv0/conv1 of 3 blocks
     for key, (_, peak) in reduced.items():
-        bound = clamp * (2**-0.5 if key.endswith("conv1") and key.startswith("D.") else 1)  # D conv1 runs with gain sqrt(1/2)
+        bound = clamp * (
+            2**-0.5 if key.endswith("conv1") and key.startswith("D.") else 1
+        )  # D conv1 runs with gain sqrt(1/2)
         assert peak <= bound * 1.01, (key, peak)  # 1 % for bf16 rounding of the bound
     # The clamp binds (outputs reach the bound) rather than never being reached.
     assert sum(peak >= 0.95 * clamp * 2**-0.5 for _, peak in reduced.values()) >= len(reduced) // 2

@@ -4,6 +4,7 @@ fused_upconv, fused_bias_act and channels_last change how G and D compute, never
 weights, same outputs, same first- and second-order gradients (R1 and path length
 differentiate through the networks twice).
 """
+
 import itertools
 
 import pytest
@@ -22,8 +23,17 @@ FAST = dict(fused_upconv=True, fused_bias_act=True, channels_last=True)
 
 
 def _cfg(res=16, c_dim=0, **speed):
-    return NetworkConfig(img_resolution=res, img_channels=1, z_dim=16, w_dim=16, c_dim=c_dim, mapping_layers=2,
-                         channel_base=2048, channel_max=16, **speed)
+    return NetworkConfig(
+        img_resolution=res,
+        img_channels=1,
+        z_dim=16,
+        w_dim=16,
+        c_dim=c_dim,
+        mapping_layers=2,
+        channel_base=2048,
+        channel_max=16,
+        **speed,
+    )
 
 
 @pytest.mark.parametrize("groups", [1, 3])
@@ -56,8 +66,10 @@ def test_modulated_conv_bias_and_gain_fold_in(fused, demodulate, up):
     torch.testing.assert_close(folded, plain, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("activation,down,k,bias", [("lrelu", 1, 3, True), ("lrelu", 2, 3, True),
-                                                    ("linear", 2, 1, False), ("lrelu", 1, 1, True)])
+@pytest.mark.parametrize(
+    "activation,down,k,bias",
+    [("lrelu", 1, 3, True), ("lrelu", 2, 3, True), ("linear", 2, 1, False), ("lrelu", 1, 1, True)],
+)
 def test_equalized_conv_fused_bias_act(activation, down, k, bias):
     torch.manual_seed(2)
     a = EqualizedConv2d(6, 5, k, bias=bias, activation=activation, down=down, conv_clamp=0.8)
@@ -141,8 +153,12 @@ def test_discriminator_fast_path_matches_plain_with_r1_gradients():
 def test_channels_last_reaches_the_convolutions():
     G = Generator(_cfg(**FAST))
     seen = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
-             for m in itertools.chain.from_iterable((b.conv1,) for b in G.synthesis.blocks)]
+    hooks = [
+        m.register_forward_pre_hook(
+            lambda mod, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        for m in itertools.chain.from_iterable((b.conv1,) for b in G.synthesis.blocks)
+    ]
     G(torch.randn(2, 16), noise_mode="const")
     for h in hooks:
         h.remove()
@@ -170,8 +186,11 @@ def test_fast_path_under_reduced_precision_autocast(dtype):
 
 
 def test_checkpoints_from_before_upsample_border_keep_their_images():
-    old_dict = {k: v for k, v in _cfg().to_dict().items()
-                if k not in ("fused_upconv", "fused_bias_act", "channels_last", "upsample_border")}
+    old_dict = {
+        k: v
+        for k, v in _cfg().to_dict().items()
+        if k not in ("fused_upconv", "fused_bias_act", "channels_last", "upsample_border")
+    }
     old = NetworkConfig.from_dict(old_dict)
     assert old.upsample_border == "zero" and NetworkConfig.from_dict(_cfg().to_dict()).upsample_border == "full"
     torch.manual_seed(6)
@@ -185,7 +204,9 @@ def test_checkpoints_from_before_upsample_border_keep_their_images():
     w, s, fir = torch.randn(16, 16, 3, 3), torch.rand(2, 16) + 0.5, make_fir_kernel()
     zero = modulated_conv2d(x, w, s, up=2, fir=fir, fused=False, fused_up=True, up_border="zero")
     expected = F.conv2d(upsample2d(x * s[:, :, None, None], fir), w, padding=1)
-    expected = expected * (w[None] * s[:, None, :, None, None]).square().sum([2, 3, 4]).add(1e-8).rsqrt()[:, :, None, None]
+    expected = (
+        expected * (w[None] * s[:, None, :, None, None]).square().sum([2, 3, 4]).add(1e-8).rsqrt()[:, :, None, None]
+    )
     torch.testing.assert_close(zero, expected, rtol=1e-5, atol=1e-5)
     # ...and it differs from the full-border path at the edges, so the key matters.
     assert not torch.allclose(img_old, G_full(z, noise_mode="const"), atol=1e-3)

@@ -1,4 +1,5 @@
 """reporting.environment: the versions and the device a result records, against what is installed."""
+
 from __future__ import annotations
 
 import platform
@@ -32,5 +33,10 @@ def test_device_info_of_the_cpu():
 @pytest.mark.gpu
 def test_device_info_of_a_cuda_device():
     info = device_info("cuda:0")
-    assert info == {"type": "cuda", "name": torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
-                    "cudnn": torch.backends.cudnn.version(), "count": torch.cuda.device_count()}
+    assert info == {
+        "type": "cuda",
+        "name": torch.cuda.get_device_name(0),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "count": torch.cuda.device_count(),
+    }

@@ -47,7 +47,10 @@ def test_atomic_path_file_has_the_mode_of_a_plain_write(tmp_path):
         (tmp_path / "plain.json").write_text("{}")
     finally:
         os.umask(old)
-    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777
+
+    def mode(name):
+        return (tmp_path / name).stat().st_mode & 0o777
+
     assert mode("atomic.json") == mode("plain.json") == 0o640
 
 
@@ -77,7 +80,11 @@ def test_kimg_checkpoint_writes_last_and_snapshots_under_rundir_names(tmp_path):
             Path(path).write_bytes(b"ckpt")
 
     module = SimpleNamespace(prev_nimg=0, cur_nimg=64, last_good_ckpt=None)
-    KimgCheckpoint(run.checkpoints, snapshot_kimg=0.064, last_kimg=0.032).on_train_batch_end(Trainer(), module, None, None, 0)
-    assert sorted(p.name for p in run.checkpoints.iterdir()) == sorted([run.last.name, run.snapshot(kimg_tag(0.064, 0.064)).name])
+    KimgCheckpoint(run.checkpoints, snapshot_kimg=0.064, last_kimg=0.032).on_train_batch_end(
+        Trainer(), module, None, None, 0
+    )
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == sorted(
+        [run.last.name, run.snapshot(kimg_tag(0.064, 0.064)).name]
+    )
     assert run.snapshot(kimg_tag(0.064, 0.064)).read_bytes() == b"ckpt" and module.last_good_ckpt == str(run.last)
     assert saved == [run.checkpoints]  # written beside its target, then renamed

@@ -4,6 +4,7 @@ On CPU the backend is aot_eager: dynamo capture and AOTAutograd's forward/backwa
 real, without inductor's C++ code generation (minutes on 2 cores). AOTAutograd is also the part
 without double backward, so a regularizer routed through the compiled D or G would fail here.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,7 +19,6 @@ from braingan.checkpoint import load_checkpoint
 from braingan.experiment.run import train
 from braingan.experiment.settings import build_configs
 from braingan.training.module import StyleGAN2Module
-
 from helpers.runs import compose, tiny_overrides
 
 TAGS = ("Loss/G", "Loss/D", "Loss/r1_penalty", "Loss/pl_penalty", "Loss/path_length", "D/real", "D/fake")
@@ -48,7 +48,9 @@ def test_compiled_main_phases_train_like_eager_with_eager_regularizers(tmp_path,
     runs, graphs = {}, {}
     for compiled in (False, True):
         before = _graphs()
-        runs[compiled] = train(compose(tiny_overrides(tmp_path / str(compiled), demo_root, 0.016, **{"speed.compile": compiled, **extra})))
+        runs[compiled] = train(
+            compose(tiny_overrides(tmp_path / str(compiled), demo_root, 0.016, **{"speed.compile": compiled, **extra}))
+        )
         graphs[compiled] = _graphs() - before
     assert graphs[False] == 0
     # G.synthesis with and without grad, D for G main (input needs grad) and D main (weights do).
@@ -68,7 +70,15 @@ def test_compiled_main_phases_train_like_eager_with_eager_regularizers(tmp_path,
 
 def _module(tmp_path, compiled: bool) -> StyleGAN2Module:
     torch.manual_seed(0)
-    cfg = compose(["model=tiny", "resolution=32", f"run_dir={tmp_path}", f"speed.compile={compiled}", "speed.compile_backend=aot_eager"])
+    cfg = compose(
+        [
+            "model=tiny",
+            "resolution=32",
+            f"run_dir={tmp_path}",
+            f"speed.compile={compiled}",
+            "speed.compile_backend=aot_eager",
+        ]
+    )
     return StyleGAN2Module(*build_configs(cfg))
 
 
@@ -91,7 +101,9 @@ def test_compiled_forwards_share_weights_and_leave_the_state_dict_alone(tmp_path
         module.D.epilogue.out.bias.add_(1.0)
     torch.testing.assert_close(D(img), out + 1.0)
     ws = module.G.mapping(torch.randn(2, module.net_cfg.z_dim))
-    torch.testing.assert_close(module._fast("synthesis")(ws, noise_mode="const"), module.G.synthesis(ws, noise_mode="const"))
+    torch.testing.assert_close(
+        module._fast("synthesis")(ws, noise_mode="const"), module.G.synthesis(ws, noise_mode="const")
+    )
 
     for clone in (copy.deepcopy(module), pickle.loads(pickle.dumps(module))):
         assert clone._compiled is None  # copies compile afresh, around their own modules

@@ -1,4 +1,5 @@
 """The pieces of data-parallel GAN training, in two real gloo processes on CPU."""
+
 from __future__ import annotations
 
 import pickle

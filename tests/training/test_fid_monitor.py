@@ -1,4 +1,5 @@
 """FIDMonitor's bookkeeping (the FID itself is tested in tests/metrics): log every tick, keep the best at rundir's name."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -40,7 +40,7 @@ def test_path_length_of_linear_generator_and_running_mean():
     lengths = losses.g_path_lengths(img, ws)
     assert lengths.shape == (n,) and torch.isfinite(lengths).all()
     # For 2 ws averaged: grad per w is 0.5 M y; length = sqrt(mean over ws |0.5 M y|^2) = 0.5 |M y|.
-    expected = 0.5 * torch.sqrt((M.square().sum() / (h * h)))  # E|M y|^2 = ||M||_F^2 / (HW)
+    expected = 0.5 * torch.sqrt(M.square().sum() / (h * h))  # E|M y|^2 = ||M||_F^2 / (HW)
     assert abs(lengths.square().mean().sqrt() - expected) / expected < 0.2
     pl_mean = torch.zeros([])
     pen, new_mean = losses.g_path_length_penalty(lengths, pl_mean, decay=0.01)

@@ -1,4 +1,5 @@
 """StyleGAN2Module set-up: the fixed sample grid shows every class, one row each."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,6 @@ import torch
 
 from braingan.experiment.settings import build_configs
 from braingan.training.module import StyleGAN2Module
-
 from helpers.runs import compose
 
 

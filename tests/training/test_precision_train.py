@@ -1,4 +1,5 @@
 """Mixed precision in training: conv_clamp=auto, regularizers in 16 bits, and a real bf16-mixed run."""
+
 from __future__ import annotations
 
 import os
@@ -11,12 +12,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from braingan.checkpoint import load_checkpoint
+from braingan.experiment.settings import build_configs
 from braingan.nn.config import NetworkConfig
 from braingan.nn.discriminator import Discriminator
 from braingan.nn.synthesis import Generator
-from braingan.experiment.settings import build_configs
 from braingan.training import losses
-
 from helpers.runs import REPO, compose, tiny_overrides
 
 
@@ -36,7 +36,9 @@ def test_build_configs_resolves_conv_clamp_auto(tmp_path, overrides, precision, 
     net, _ = build_configs(cfg, 0, precision)
     assert net.conv_clamp == clamp
     assert net.num_fp16_res == cfg.model.num_fp16_res
-    assert build_configs(cfg, 0)[0].conv_clamp == (64.0 if "model.conv_clamp=64" in overrides else None)  # default 32-true
+    assert build_configs(cfg, 0)[0].conv_clamp == (
+        64.0 if "model.conv_clamp=64" in overrides else None
+    )  # default 32-true
 
 
 # ----------------------------------------------------------------------------------------------
@@ -45,12 +47,18 @@ def test_build_configs_resolves_conv_clamp_auto(tmp_path, overrides, precision, 
 
 def _nets(seed=0):
     torch.manual_seed(seed)
-    cfg = NetworkConfig(img_resolution=32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=512, channel_max=16, conv_clamp=256)
+    cfg = NetworkConfig(
+        img_resolution=32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=512, channel_max=16, conv_clamp=256
+    )
     return Generator(cfg), Discriminator(cfg)
 
 
 def _r1(G, D, dtype, grad_scale=1.0):
-    real = G(torch.randn(4, 16, generator=torch.Generator().manual_seed(1)), noise_mode="const").detach().requires_grad_(True)
+    real = (
+        G(torch.randn(4, 16, generator=torch.Generator().manual_seed(1)), noise_mode="const")
+        .detach()
+        .requires_grad_(True)
+    )
     with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         return losses.d_r1_penalty(D(real), real, grad_scale=grad_scale)
 
@@ -94,15 +102,26 @@ def test_lightning_initial_loss_scale_overflows_the_inner_fp16_gradient():
 def test_bf16_mixed_entry_point_trains_with_finite_losses_and_weights(tmp_path, demo_root):
     """`python -m braingan.train trainer=cpu trainer.precision=bf16-mixed ...`: R1 and path length both run."""
     run = tmp_path / "run"
-    overrides = tiny_overrides(tmp_path, demo_root, 0.032, **{
-        "trainer.precision": "bf16-mixed",
-        "model.r1_interval": 2,  # steps 0 and 2 of 4 run both regularizers
-        "model.pl_interval": 2,
-    })
+    overrides = tiny_overrides(
+        tmp_path,
+        demo_root,
+        0.032,
+        **{
+            "trainer.precision": "bf16-mixed",
+            "model.r1_interval": 2,  # steps 0 and 2 of 4 run both regularizers
+            "model.pl_interval": 2,
+        },
+    )
     overrides = [o for o in overrides if not o.startswith("run_dir=")] + [f"hydra.run.dir={run}"]
     env = {**os.environ, "BRAINGAN_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [sys.executable, "-m", "braingan.train", *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
+        [sys.executable, "-m", "braingan.train", *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})

@@ -1,4 +1,5 @@
 """Preemption: a signal mid-run saves at the end of the step and stops; the rerun continues exactly."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,6 @@ import torch
 from braingan.checkpoint import load_checkpoint
 from braingan.experiment.run import train
 from braingan.training.preemption import Preemption, signal_number
-
 from helpers.runs import REPO, compose, tiny_overrides
 
 EXTRA = {"model.r1_interval": 4, "model.pl_interval": 2, "augment.kimg": 0.5, "augment.target": 0.0}
@@ -85,8 +85,14 @@ def test_a_stop_signal_saves_at_the_step_exits_128_plus_n_and_the_run_resumes(tm
         f"train: stopped by {sig.name} at {stopped_at / 1000:.3f} kimg; saved {last}; continue with `make resume` "
         f"or resume={last}"
     )
-    again = subprocess.run([sys.executable, "-m", "braingan.train", f"resume={last}"], cwd=REPO, capture_output=True,
-                           text=True, env=_env(), timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-m", "braingan.train", f"resume={last}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert load_checkpoint(last)["braingan"]["cur_nimg"] == KIMG * 1000
 
@@ -108,13 +114,17 @@ def test_a_second_stop_signal_is_not_held_back():
 
 def test_a_stop_after_the_last_step_names_the_final_save():
     """A signal that lands after the last step (during the final save, say): on_train_end's last.ckpt holds it."""
-    p = Preemption(checkpoint=SimpleNamespace(dirpath=Path("/runs/a/checkpoints")), signals=["USR2"], stop_signals=["TERM"])
+    p = Preemption(
+        checkpoint=SimpleNamespace(dirpath=Path("/runs/a/checkpoints")), signals=["USR2"], stop_signals=["TERM"]
+    )
     assert p.stop_message() == "stopped by a signal before anything was saved"
     p._handler(signal.SIGTERM, None)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     p.on_train_end(None, SimpleNamespace(cur_kimg=0.4))
-    assert p.stop_message() == ("stopped by SIGTERM at 0.400 kimg; saved /runs/a/checkpoints/last.ckpt; continue with "
-                                "`make resume` or resume=/runs/a/checkpoints/last.ckpt")
+    assert p.stop_message() == (
+        "stopped by SIGTERM at 0.400 kimg; saved /runs/a/checkpoints/last.ckpt; continue with "
+        "`make resume` or resume=/runs/a/checkpoints/last.ckpt"
+    )
 
 
 def test_a_stop_signal_ignored_by_whoever_started_us_stays_ignored():

@@ -1,4 +1,5 @@
 """Atomic writes: temporary files beside the target, plain modes, and what a killed write leaves behind."""
+
 from __future__ import annotations
 
 import errno

@@ -35,8 +35,8 @@ def _templates(resolution: int) -> np.ndarray:
     try:
         from braingan.data.demo import axial_template, slice_positions
 
-        template = axial_template()                                # [Z, 256, 256]
-        base = template[slice_positions(template, 64)]             # [64, 256, 256]
+        template = axial_template()  # [Z, 256, 256]
+        base = template[slice_positions(template, 64)]  # [64, 256, 256]
     except ImportError:
         base = np.random.default_rng(0).random((64, 256, 256), dtype=np.float32)
     if resolution != base.shape[-1]:
@@ -46,8 +46,8 @@ def _templates(resolution: int) -> np.ndarray:
 
 
 def synthetic_folder(
-    root: Path,       # where the folder goes; reused when complete
-    images: int,      # number of PNG slices
+    root: Path,  # where the folder goes; reused when complete
+    images: int,  # number of PNG slices
     resolution: int,  # side of the square slices in pixels
 ) -> Path:
     """A folder of `images` 8-bit R x R PNG slices, written once (built aside, then renamed)."""
@@ -78,8 +78,8 @@ def synthetic_folder(
 
 def measure(
     loader: torch.utils.data.DataLoader,  # an endless loader
-    seconds: float,                       # how long to count after the warm-up
-    warmup_batches: int,                  # batches drawn first (worker start-up, page cache)
+    seconds: float,  # how long to count after the warm-up
+    warmup_batches: int,  # batches drawn first (worker start-up, page cache)
 ) -> float:
     """Images per second delivered to this process."""
     batches = iter(loader)
@@ -93,8 +93,9 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(prog="python -m braingan.data.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m braingan.data.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--resolution", type=int, default=256, help="image side in pixels")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
@@ -113,8 +114,14 @@ def main(argv: list[str] | None = None) -> float:
         shutil.rmtree(cache_dir, ignore_errors=True)
     start = time.perf_counter()
     dm = SliceDataModule(  # the training code path itself; every image trains (no hold-out)
-        str(folder), layout="folder", resolution=args.resolution, batch_size=args.batch_size,
-        num_workers=args.workers, cache_dir=str(cache_dir), holdout=0.0, progress=False,
+        str(folder),
+        layout="folder",
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        cache_dir=str(cache_dir),
+        holdout=0.0,
+        progress=False,
         subject_regex=r"([^/]+)\.png$",  # every synthetic slice is its own subject
     )
     dm.setup()

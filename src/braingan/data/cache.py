@@ -31,9 +31,9 @@ import numpy as np
 
 from braingan.utils.io import atomic_path, plain_mode, temporary_file, update_with_files
 
-CACHE_VERSION = 1   # bump whenever the decoded pixels or the metadata layout would change
-KEY_CHARS = 20      # hex digits of the SHA-256 kept in file names (80 bits)
-COPY_ROWS = 256     # rows per chunk when compacting out unreadable images
+CACHE_VERSION = 1  # bump whenever the decoded pixels or the metadata layout would change
+KEY_CHARS = 20  # hex digits of the SHA-256 kept in file names (80 bits)
+COPY_ROWS = 256  # rows per chunk when compacting out unreadable images
 
 # fill(array) decodes into the writable [N, C, R, R] array and returns (rows to keep, metadata)
 Fill = Callable[[np.ndarray], tuple[Sequence[int], dict]]
@@ -41,9 +41,9 @@ Fill = Callable[[np.ndarray], tuple[Sequence[int], dict]]
 
 def cache_key(
     paths: Sequence[str | os.PathLike],  # the image files, in dataset order
-    resolution: int,                     # model side R in pixels
-    img_channels: int,                   # 1 or 3
-    fit: str,                            # pad | crop | resize
+    resolution: int,  # model side R in pixels
+    img_channels: int,  # 1 or 3
+    fit: str,  # pad | crop | resize
 ) -> str:
     """Hex digest identifying a decode of `paths` (by path, size and mtime) under one policy."""
     digest = hashlib.sha256(json.dumps([CACHE_VERSION, resolution, img_channels, fit]).encode())
@@ -56,17 +56,17 @@ class SliceCache:
     """The two files of one cache key; `load` reuses them, `build` writes them."""
 
     array_path: Path  # the .npy holding uint8 [N, C, R, R]
-    meta_path: Path   # the .json beside it; present only once the cache is complete
-    key: str          # cache_key(...) of the files and policy
+    meta_path: Path  # the .json beside it; present only once the cache is complete
+    key: str  # cache_key(...) of the files and policy
 
     @classmethod
     def locate(
         cls,
-        cache_dir: str | os.PathLike,        # folder holding caches (created on build)
+        cache_dir: str | os.PathLike,  # folder holding caches (created on build)
         paths: Sequence[str | os.PathLike],  # the image files, in dataset order
-        resolution: int,                     # model side R in pixels
-        img_channels: int,                   # 1 or 3
-        fit: str,                            # pad | crop | resize
+        resolution: int,  # model side R in pixels
+        img_channels: int,  # 1 or 3
+        fit: str,  # pad | crop | resize
     ) -> SliceCache:
         key = cache_key(paths, resolution, img_channels, fit)
         name = f"slices-{resolution}px-{img_channels}ch-{fit}-{key}"

@@ -41,26 +41,26 @@ class SliceDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        root: str | None,                    # dataset folder; with demo=True, the demo cache folder
-        layout: str = "oasis",               # "oasis", "adni" or "folder" (see layouts.py)
+        root: str | None,  # dataset folder; with demo=True, the demo cache folder
+        layout: str = "oasis",  # "oasis", "adni" or "folder" (see layouts.py)
         splits: Sequence[str] = ("train",),  # splits that make up the training set
-        resolution: int = 256,               # model side R; images are fitted to R x R
-        img_channels: int = 1,               # 1 = grayscale, 3 = RGB
-        batch_size: int = 32,                # per process
-        num_workers: int = 2,                # DataLoader worker processes; 0 = main process
-        seed: int = 0,                       # shuffling seed of the sample stream
-        demo: bool = False,                  # build the embedded MNI152 demo set into root first
-        demo_subjects: int = 80,             # pseudo-subjects in the demo set
-        progress: bool = True,               # tqdm bars while building / decoding
+        resolution: int = 256,  # model side R; images are fitted to R x R
+        img_channels: int = 1,  # 1 = grayscale, 3 = RGB
+        batch_size: int = 32,  # per process
+        num_workers: int = 2,  # DataLoader worker processes; 0 = main process
+        seed: int = 0,  # shuffling seed of the sample stream
+        demo: bool = False,  # build the embedded MNI152 demo set into root first
+        demo_subjects: int = 80,  # pseudo-subjects in the demo set
+        progress: bool = True,  # tqdm bars while building / decoding
         classes: Sequence[str] | None = None,  # class names to train on, in label order; None = all
-        labels: bool = False,                # folder layout: sub-folder names are classes
-        subject_regex: str | None = None,    # folder layout: subject id from the relative path
-        fit: str = "pad",                    # non-square images: pad | crop | resize (fit.py)
-        cache_dir: str | None = None,        # folder of the decoded-slice cache; None = in memory
-        skip_bad: bool = False,              # leave unreadable images out instead of stopping
-        holdout: float = 0.1,                # fraction of subjects held out when the layout has none
-        split_seed: int = 0,                 # seed of that held-out split
-        balance: bool = False,               # draw every class equally often
+        labels: bool = False,  # folder layout: sub-folder names are classes
+        subject_regex: str | None = None,  # folder layout: subject id from the relative path
+        fit: str = "pad",  # non-square images: pad | crop | resize (fit.py)
+        cache_dir: str | None = None,  # folder of the decoded-slice cache; None = in memory
+        skip_bad: bool = False,  # leave unreadable images out instead of stopping
+        holdout: float = 0.1,  # fraction of subjects held out when the layout has none
+        split_seed: int = 0,  # seed of that held-out split
+        balance: bool = False,  # draw every class equally often
         manifest_path: str | Path | None = None,  # where to write manifest.csv; None = nowhere
     ) -> None:
         super().__init__()
@@ -94,9 +94,7 @@ class SliceDataModule(pl.LightningDataModule):
                 "dataset.root is not set; with dataset=demo it is the folder that caches "
                 "the demo slices (it is created if missing)"
             )
-        build_demo_dataset(
-            Path(self.root), num_subjects=self.demo_subjects, seed=DEMO_SEED, progress=self.progress
-        )
+        build_demo_dataset(Path(self.root), num_subjects=self.demo_subjects, seed=DEMO_SEED, progress=self.progress)
 
     def prepare_data(self) -> None:
         """Build the demo set once per node (Lightning calls this on local rank 0 only)."""
@@ -127,9 +125,7 @@ class SliceDataModule(pl.LightningDataModule):
         records = self.discover_records()
         train_records = [r for r in records if r.split in self.splits]
         if not train_records:
-            raise DatasetError(
-                f"dataset.holdout={self.holdout} left no training subjects in dataset.root={self.root}"
-            )
+            raise DatasetError(f"dataset.holdout={self.holdout} left no training subjects in dataset.root={self.root}")
         dataset = SliceDataset(
             train_records,
             self.resolution,

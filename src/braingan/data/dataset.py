@@ -37,9 +37,9 @@ from braingan.data.fit import Geometry, check_fit, fit_image, most_common_size
 from braingan.data.layouts import DatasetError, SliceRecord
 
 UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)  # cache folder errors that fall back
-MAX_NAMED_FAILURES = 20                           # bad files named on the error's first line
+MAX_NAMED_FAILURES = 20  # bad files named on the error's first line
 DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes deeper than 8 bits
-PLAIN_MODES = {1: ("1", "L"), 3: ("1", "L", "RGB")}         # converted without a warning
+PLAIN_MODES = {1: ("1", "L"), 3: ("1", "L", "RGB")}  # converted without a warning
 
 
 def to_8bit(image: Image.Image, img_channels: int) -> tuple[Image.Image, str | None]:
@@ -51,8 +51,7 @@ def to_8bit(image: Image.Image, img_channels: int) -> tuple[Image.Image, str | N
     conversion = None
     if image.mode in DEEP_MODES:
         conversion = (
-            "16-bit" if image.mode.startswith("I;16")
-            else "32-bit integer" if image.mode == "I" else "floating-point"
+            "16-bit" if image.mode.startswith("I;16") else "32-bit integer" if image.mode == "I" else "floating-point"
         )
         values = np.nan_to_num(np.asarray(image, dtype=np.float64))  # [H, W]
         low, high = min(0.0, float(values.min())), float(values.max())
@@ -65,9 +64,9 @@ def to_8bit(image: Image.Image, img_channels: int) -> tuple[Image.Image, str | N
 
 def decode_image(
     path: str | os.PathLike,  # the image file
-    resolution: int,          # model side R in pixels
-    img_channels: int,        # 1 = grayscale, 3 = RGB
-    fit: str = "pad",         # pad | crop | resize (see fit.py)
+    resolution: int,  # model side R in pixels
+    img_channels: int,  # 1 = grayscale, 3 = RGB
+    fit: str = "pad",  # pad | crop | resize (see fit.py)
 ) -> tuple[np.ndarray, tuple[int, int], str | None]:
     """(uint8 [C, R, R], native (W, H), conversion or None); corrupt files raise."""
     with Image.open(path) as image:
@@ -84,14 +83,14 @@ class SliceDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        records: Sequence[SliceRecord],       # the slices, e.g. from layouts.discover
-        resolution: int,                      # model side R in pixels
-        img_channels: int = 1,                # 1 = grayscale, 3 = RGB
+        records: Sequence[SliceRecord],  # the slices, e.g. from layouts.discover
+        resolution: int,  # model side R in pixels
+        img_channels: int = 1,  # 1 = grayscale, 3 = RGB
         *,
-        fit: str = "pad",                     # pad | crop | resize for non-square images
+        fit: str = "pad",  # pad | crop | resize for non-square images
         cache_dir: str | Path | None = None,  # folder of decoded-slice caches; None = in memory
-        skip_bad: bool = False,               # True: leave unreadable images out, with a warning
-        progress: bool = True,                # show a tqdm bar while decoding
+        skip_bad: bool = False,  # True: leave unreadable images out, with a warning
+        progress: bool = True,  # show a tqdm bar while decoding
     ) -> None:
         if img_channels not in (1, 3):
             raise DatasetError(f"img_channels={img_channels} must be 1 (grayscale) or 3 (RGB)")
@@ -199,9 +198,7 @@ def _decode_in_memory(shape: tuple[int, int, int, int], fill: Fill) -> tuple[np.
     return (images if len(kept) == len(images) else images[kept]), contents
 
 
-def _decode_into(
-    out: np.ndarray, records: list[SliceRecord], fit: str, progress: bool
-) -> tuple[list[int], dict]:
+def _decode_into(out: np.ndarray, records: list[SliceRecord], fit: str, progress: bool) -> tuple[list[int], dict]:
     """Decode every record into its row of `out` [N, C, R, R]; return (kept rows, contents).
 
     contents (JSON-ready, stored in the cache): "sizes" {"WxH": count} and "conversions"

@@ -27,24 +27,24 @@ class SubjectDeformation:
     """One pseudo-subject's deformation; the same for every slice of that subject."""
 
     coords: np.ndarray  # [2, H, W] float32: source (row, col) sampled for each output pixel
-    gamma: float        # intensity exponent applied to [0, 1] values (>1 darkens mid-tones)
-    gain: float         # global intensity multiplier
-    bias: np.ndarray    # [H, W] float32 multiplicative bias field, close to 1
-    z_shift: int        # whole-subject offset of the slice positions, in template slices (mm)
+    gamma: float  # intensity exponent applied to [0, 1] values (>1 darkens mid-tones)
+    gain: float  # global intensity multiplier
+    bias: np.ndarray  # [H, W] float32 multiplicative bias field, close to 1
+    z_shift: int  # whole-subject offset of the slice positions, in template slices (mm)
 
 
 def sample_deformation(
     rng: np.random.Generator,
     size: int,
-    max_rotation_deg: float = 4.0,                      # rotation drawn from +-this, in degrees
-    scale_range: tuple[float, float] = (0.93, 1.07),    # isotropic scale of the brain
-    max_translation_px: float = 4.0,                    # shift drawn from +-this per axis, pixels
-    elastic_px: tuple[float, float] = (1.5, 3.5),       # peak elastic displacement, pixels
-    elastic_sigma_px: float = 24.0,                     # smoothness of the elastic field, pixels
-    gamma_range: tuple[float, float] = (0.85, 1.15),    # intensity gamma
-    gain_range: tuple[float, float] = (0.92, 1.08),     # intensity gain
-    bias_strength: float = 0.08,                        # peak |bias - 1|
-    max_z_shift: int = 2,                               # slice offset drawn from +-this, slices
+    max_rotation_deg: float = 4.0,  # rotation drawn from +-this, in degrees
+    scale_range: tuple[float, float] = (0.93, 1.07),  # isotropic scale of the brain
+    max_translation_px: float = 4.0,  # shift drawn from +-this per axis, pixels
+    elastic_px: tuple[float, float] = (1.5, 3.5),  # peak elastic displacement, pixels
+    elastic_sigma_px: float = 24.0,  # smoothness of the elastic field, pixels
+    gamma_range: tuple[float, float] = (0.85, 1.15),  # intensity gamma
+    gain_range: tuple[float, float] = (0.92, 1.08),  # intensity gain
+    bias_strength: float = 0.08,  # peak |bias - 1|
+    max_z_shift: int = 2,  # slice offset drawn from +-this, slices
 ) -> SubjectDeformation:
     """Draw one subject's deformation for `size` x `size` slices from `rng`."""
     # Geometry: output pixel p samples the template at A (p - c) + c + t + u(p).
@@ -102,11 +102,9 @@ def apply_deformation(
     for i, image in enumerate(slices):
         support = ndimage.map_coordinates(
             (image > 0).astype(np.uint8), deformation.coords, order=0, mode="constant", cval=0
-        ).astype(bool)                                     # [H, W] brain pixels after warping
-        points = deformation.coords[:, support]            # [2, P] only where the brain lands
-        warped = ndimage.map_coordinates(
-            coefficients[i], points, order=3, mode="constant", cval=0.0, prefilter=False
-        )
+        ).astype(bool)  # [H, W] brain pixels after warping
+        points = deformation.coords[:, support]  # [2, P] only where the brain lands
+        warped = ndimage.map_coordinates(coefficients[i], points, order=3, mode="constant", cval=0.0, prefilter=False)
         value = np.clip(warped, 0.0, 1.0) ** deformation.gamma
         value = value * deformation.gain * deformation.bias[support]
         out[i][support] = np.rint(np.clip(value, 0.0, 1.0) * 255.0).astype(np.uint8)

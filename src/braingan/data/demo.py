@@ -34,10 +34,10 @@ from tqdm import tqdm
 from braingan.data.deform import apply_deformation, sample_deformation, spline_coefficients
 from braingan.data.layouts import DatasetError
 
-BUILDER_VERSION = 1               # bump whenever the images this module writes would change
-SPEC_FILE = ".demo_spec.json"     # marker inside root recording the spec of the build
-FRAME = 256                       # output images are FRAME x FRAME
-BRAIN_FRACTION = 0.3              # slices whose brain area >= this x the largest are "substantial"
+BUILDER_VERSION = 1  # bump whenever the images this module writes would change
+SPEC_FILE = ".demo_spec.json"  # marker inside root recording the spec of the build
+FRAME = 256  # output images are FRAME x FRAME
+BRAIN_FRACTION = 0.3  # slices whose brain area >= this x the largest are "substantial"
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,9 +50,9 @@ def axial_template() -> np.ndarray:
     from nilearn.datasets import load_mni152_template  # heavy import, only when building
 
     volume = np.asarray(load_mni152_template(resolution=1).get_fdata(), dtype=np.float32)
-    volume = np.clip(volume, 0.0, 1.0)                     # [X, Y, Z], RAS+ (x -> right)
+    volume = np.clip(volume, 0.0, 1.0)  # [X, Y, Z], RAS+ (x -> right)
     axial = np.ascontiguousarray(volume[::-1, ::-1, :].transpose(2, 1, 0))  # [Z, Y, X] flipped
-    inside = np.nonzero(axial.max(axis=0) > 0)              # brain support in the plane
+    inside = np.nonzero(axial.max(axis=0) > 0)  # brain support in the plane
     top, left = inside[0].min(), inside[1].min()
     height, width = inside[0].max() - top + 1, inside[1].max() - left + 1
     out = np.zeros((axial.shape[0], FRAME, FRAME), dtype=np.float32)  # [Z, 256, 256]
@@ -72,7 +72,7 @@ def _template_coefficients() -> np.ndarray:
 
 def slice_positions(template: np.ndarray, count: int) -> np.ndarray:
     """`count` evenly spaced axial indices over the range holding substantial brain, [count]."""
-    area = (template > 0.05).sum(axis=(1, 2))              # [Z] brain pixels per slice
+    area = (template > 0.05).sum(axis=(1, 2))  # [Z] brain pixels per slice
     substantial = np.nonzero(area >= BRAIN_FRACTION * area.max())[0]
     return np.rint(np.linspace(substantial[0], substantial[-1], count)).astype(np.int64)
 
@@ -103,9 +103,7 @@ def _read_spec(root: Path) -> dict | None:
         return None
 
 
-def _write_subject(
-    out_dir: Path, index: int, split: str, positions: np.ndarray, seed: int
-) -> None:
+def _write_subject(out_dir: Path, index: int, split: str, positions: np.ndarray, seed: int) -> None:
     """Deform the template for subject `index` and write its slices (at `positions`) as PNGs."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1, index]))
     template = axial_template()
@@ -119,10 +117,10 @@ def _write_subject(
 
 def build_demo_dataset(
     root: Path,
-    num_subjects: int = 80,        # pseudo-subjects; split 80/10/10 into train/validate/test
+    num_subjects: int = 80,  # pseudo-subjects; split 80/10/10 into train/validate/test
     slices_per_subject: int = 32,  # axial slices per subject, as in OASIS
-    seed: int = 0,                 # fixes deformations and the subject split
-    progress: bool = True,         # show a tqdm bar while building
+    seed: int = 0,  # fixes deformations and the subject split
+    progress: bool = True,  # show a tqdm bar while building
 ) -> Path:
     """Build (or reuse) the demo dataset in `root` and return `root`.
 
@@ -147,13 +145,11 @@ def build_demo_dataset(
         positions = slice_positions(axial_template(), slices_per_subject)  # [S] template z
         _template_coefficients()  # computed once, before the threads start
         workers = max(1, min(4, os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers) as pool, tqdm(
-            total=num_subjects, desc="building demo dataset", unit="subject", disable=not progress
-        ) as bar:
-            jobs = [
-                pool.submit(_write_subject, staging, i, splits[i], positions, seed)
-                for i in range(num_subjects)
-            ]
+        with (
+            ThreadPoolExecutor(workers) as pool,
+            tqdm(total=num_subjects, desc="building demo dataset", unit="subject", disable=not progress) as bar,
+        ):
+            jobs = [pool.submit(_write_subject, staging, i, splits[i], positions, seed) for i in range(num_subjects)]
             try:
                 for job in jobs:
                     job.result()

@@ -89,9 +89,9 @@ def most_common_size(
 class Geometry(DictSerializable):
     """The model square, the dataset's native image size, and the fit policy between them."""
 
-    resolution: int   # model side R in pixels
-    width: int        # native image width W in pixels (the dataset's most common size)
-    height: int       # native image height H in pixels
+    resolution: int  # model side R in pixels
+    width: int  # native image width W in pixels (the dataset's most common size)
+    height: int  # native image height H in pixels
     fit: str = "pad"  # pad | crop | resize (see the module docstring)
 
     def __post_init__(self) -> None:
@@ -169,7 +169,7 @@ class Geometry(DictSerializable):
 
 def _resize_planes(
     images: np.ndarray | torch.Tensor,  # [N, C, h, w], uint8 or floating point
-    size: tuple[int, int],              # (W', H') in pixels
+    size: tuple[int, int],  # (W', H') in pixels
 ) -> np.ndarray | torch.Tensor:
     """Lanczos-resize every [H, W] plane of [N, C, H, W] to size = (W', H'); same type and dtype."""
     if isinstance(images, torch.Tensor):

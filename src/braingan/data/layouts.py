@@ -54,11 +54,11 @@ class DatasetError(UsageError):
 class SliceRecord:
     """One 2-D slice image and what is known about it."""
 
-    path: Path            # the image file
-    subject: str          # subject id as written in the file name, e.g. "001"
-    slice: int            # slice index within the subject (0 when unknown)
-    label: int            # class index for conditional training (0 when unlabelled)
-    split: str            # "train", "validate" or "test"
+    path: Path  # the image file
+    subject: str  # subject id as written in the file name, e.g. "001"
+    slice: int  # slice index within the subject (0 when unknown)
+    label: int  # class index for conditional training (0 when unlabelled)
+    split: str  # "train", "validate" or "test"
     class_name: str = ""  # the class folder name, e.g. "AD" ("" when unlabelled)
 
 
@@ -66,7 +66,7 @@ class SliceRecord:
 class LayoutOptions:
     """What a layout may need beyond the root folder (config keys dataset.*)."""
 
-    labels: bool = False              # folder layout: first folder level below root = class
+    labels: bool = False  # folder layout: first folder level below root = class
     subject_regex: str | None = None  # folder layout: subject id from the relative path
 
 
@@ -80,8 +80,7 @@ def _is_image(name: str) -> bool:
 
 
 def _visible_dirs(folder: Path) -> list[str]:
-    return sorted((p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=natural_key)
+    return sorted((p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
 
 
 def _found(folder: Path) -> str:
@@ -140,8 +139,10 @@ def _find_oasis(root: Path, options: LayoutOptions) -> list[SliceRecord]:
 
 
 def _adni_expects() -> str:
-    return (f"a folder holding {', '.join(s + '/' for s in ADNI_SPLITS)} each with one folder "
-            f"per class (AD/, NC/) {ADNI_HINT}")
+    return (
+        f"a folder holding {', '.join(s + '/' for s in ADNI_SPLITS)} each with one folder "
+        f"per class (AD/, NC/) {ADNI_HINT}"
+    )
 
 
 def _find_adni(root: Path, options: LayoutOptions) -> list[SliceRecord]:
@@ -158,9 +159,7 @@ def _find_adni(root: Path, options: LayoutOptions) -> list[SliceRecord]:
     for split in present:
         classes = _visible_dirs(base / split)
         if not classes:
-            raise DatasetError(
-                f"dataset.root={root}: {split}/ has no class folders; expected {_adni_expects()}"
-            )
+            raise DatasetError(f"dataset.root={root}: {split}/ has no class folders; expected {_adni_expects()}")
         for class_name in classes:
             folder = base / split / class_name
             here: list[SliceRecord] = []
@@ -172,8 +171,7 @@ def _find_adni(root: Path, options: LayoutOptions) -> list[SliceRecord]:
                 if match is None:
                     strangers.append(name)
                     continue
-                here.append(SliceRecord(folder / name, match["subject"], int(match["slice"]), 0,
-                                        split, class_name))
+                here.append(SliceRecord(folder / name, match["subject"], int(match["slice"]), 0, split, class_name))
             if strangers:
                 raise DatasetError(
                     f"dataset.root={root}: {len(strangers)} of the images in {split}/{class_name}/ "
@@ -245,8 +243,9 @@ def _find_folder(root: Path, options: LayoutOptions) -> list[SliceRecord]:
         try:
             pattern = re.compile(options.subject_regex)
         except re.error as error:
-            raise DatasetError(f"dataset.subject_regex='{options.subject_regex}' is not a valid "
-                               f"regular expression: {error}") from None
+            raise DatasetError(
+                f"dataset.subject_regex='{options.subject_regex}' is not a valid regular expression: {error}"
+            ) from None
     records: list[SliceRecord] = []
     unmatched: list[str] = []
     for p in paths:
@@ -285,7 +284,7 @@ def _find_folder(root: Path, options: LayoutOptions) -> list[SliceRecord]:
 # Registry and entry point
 
 Finder = Callable[[Path, LayoutOptions], list[SliceRecord]]  # (root, options) -> all records
-Expects = Callable[[], str]                                 # what root should hold
+Expects = Callable[[], str]  # what root should hold
 
 _LAYOUTS: dict[str, tuple[Finder, Expects]] = {
     "oasis": (_find_oasis, _oasis_expects),
@@ -312,18 +311,19 @@ def _with_labels(records: list[SliceRecord], classes: Sequence[str] | None) -> l
             )
         unknown = [c for c in chosen if c not in names]
         if unknown or not chosen:
-            raise DatasetError(f"dataset.classes={chosen}: {unknown or 'empty list'} not among the "
-                               f"classes found: {names}")
+            raise DatasetError(
+                f"dataset.classes={chosen}: {unknown or 'empty list'} not among the classes found: {names}"
+            )
     index = {name: i for i, name in enumerate(chosen)}
     return [replace(r, label=index[r.class_name]) for r in records if r.class_name in index]
 
 
 def discover(
-    root: str | Path | None,                   # dataset folder (config key dataset.root)
-    layout: str = "oasis",                     # oasis | adni | folder (config key dataset.layout)
-    splits: Sequence[str] | str | None = None, # splits to return in this order; None = all found
-    classes: Sequence[str] | None = None,      # class names to keep, in label order; None = all
-    options: LayoutOptions | None = None,      # layout-specific settings
+    root: str | Path | None,  # dataset folder (config key dataset.root)
+    layout: str = "oasis",  # oasis | adni | folder (config key dataset.layout)
+    splits: Sequence[str] | str | None = None,  # splits to return in this order; None = all found
+    classes: Sequence[str] | None = None,  # class names to keep, in label order; None = all
+    options: LayoutOptions | None = None,  # layout-specific settings
 ) -> list[SliceRecord]:
     """List the slices of `root` for `layout`, sorted by split, subject, then slice number."""
     if layout not in _LAYOUTS:
@@ -350,6 +350,5 @@ def discover(
                 f"expected {expects()}"
             )
     elif not records:
-        raise DatasetError(f"dataset.root={root} holds no images for dataset.layout={layout}; "
-                           f"expected {expects()}")
+        raise DatasetError(f"dataset.root={root} holds no images for dataset.layout={layout}; expected {expects()}")
     return records

@@ -32,7 +32,8 @@ def read_manifest(path: str | os.PathLike) -> list[SliceRecord]:
     """The records of a manifest written by `write_manifest`, in file order."""
     with open(path, newline="") as handle:
         return [
-            SliceRecord(Path(row["path"]), row["subject"], int(row["slice"]), int(row["label"]),
-                        row["split"], row["class"])
+            SliceRecord(
+                Path(row["path"]), row["subject"], int(row["slice"]), int(row["label"]), row["split"], row["class"]
+            )
             for row in csv.DictReader(handle)
         ]

@@ -30,21 +30,18 @@ class InfiniteSampler(torch.utils.data.Sampler[int]):
 
     def __init__(
         self,
-        size: int,            # number of items in the dataset
-        rank: int = 0,        # this process's rank, 0 <= rank < world_size
+        size: int,  # number of items in the dataset
+        rank: int = 0,  # this process's rank, 0 <= rank < world_size
         world_size: int = 1,  # number of processes sharing the stream
-        seed: int = 0,        # epoch e is shuffled with seed + e
-        start: int = 0,       # indices this rank already consumed (resume point)
-        shuffle: bool = True, # False: every epoch is 0, 1, ..., size - 1
+        seed: int = 0,  # epoch e is shuffled with seed + e
+        start: int = 0,  # indices this rank already consumed (resume point)
+        shuffle: bool = True,  # False: every epoch is 0, 1, ..., size - 1
         labels: Sequence[int] | None = None,  # [size] class of each item: draw classes equally
     ) -> None:
         if size < 1:
             raise ValueError(f"InfiniteSampler needs size >= 1, got {size}")
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(
-                f"InfiniteSampler needs 0 <= rank < world_size, got rank={rank}, "
-                f"world_size={world_size}"
-            )
+            raise ValueError(f"InfiniteSampler needs 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         if start < 0:
             raise ValueError(f"InfiniteSampler needs start >= 0, got {start}")
         super().__init__()

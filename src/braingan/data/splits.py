@@ -19,9 +19,9 @@ from braingan.data.layouts import DatasetError, SliceRecord, natural_key
 
 
 def split_subjects(
-    subjects: Iterable[str],         # subject ids (duplicates are fine)
+    subjects: Iterable[str],  # subject ids (duplicates are fine)
     fractions: Mapping[str, float],  # split name -> fraction of subjects, e.g. {"train": .8, ...}
-    seed: int = 0,                   # shuffling seed
+    seed: int = 0,  # shuffling seed
 ) -> dict[str, str]:
     """Map each distinct subject to a split name; the sizes follow `fractions` by subject count.
 
@@ -87,9 +87,9 @@ def has_holdout(records: Sequence[SliceRecord], train_splits: Sequence[str]) -> 
 
 def make_holdout(
     records: Sequence[SliceRecord],  # records of a layout without a held-out split
-    fraction: float,                 # fraction of subjects moved to `name`
-    seed: int = 0,                   # split seed (config key dataset.split_seed)
-    name: str = "validate",          # split name of the held-out subjects
+    fraction: float,  # fraction of subjects moved to `name`
+    seed: int = 0,  # split seed (config key dataset.split_seed)
+    name: str = "validate",  # split name of the held-out subjects
 ) -> list[SliceRecord]:
     """Move a seeded `fraction` of the subjects, with all their slices, into split `name`.
 

@@ -44,7 +44,7 @@ def _volume_file(path: Path) -> Path:
 
 
 def find_volumes(
-    root: str | os.PathLike,                  # folder searched recursively (symlinks followed)
+    root: str | os.PathLike,  # folder searched recursively (symlinks followed)
     patterns: Sequence[str] = VOLUME_PATTERNS,  # globs on file names, case-insensitive
 ) -> list[Path]:
     """Volume files under `root` matching any pattern, each once, in natural path order.
@@ -70,16 +70,14 @@ def _orientation(codes: str) -> np.ndarray:
     except ValueError:
         ornt = None
     if ornt is None or len(letters) != 3 or np.isnan(ornt).any() or sorted(ornt[:, 0]) != [0, 1, 2]:
-        raise DatasetError(
-            f"orientation={codes} is not 3 axis codes like LAS or RAS, one of L/R, A/P, S/I each"
-        )
+        raise DatasetError(f"orientation={codes} is not 3 axis codes like LAS or RAS, one of L/R, A/P, S/I each")
     return ornt
 
 
 def load_volume(
-    path: str | os.PathLike,   # .nii, .nii.gz, or the .img (or .hdr) of an Analyze pair
+    path: str | os.PathLike,  # .nii, .nii.gz, or the .img (or .hdr) of an Analyze pair
     orientation: str | None = None,  # axis codes of the stored voxel axes, e.g. "LAS", used
-                                     # instead of the header's affine; None = trust the header
+    # instead of the header's affine; None = trust the header
 ) -> np.ndarray:
     """The volume as float32 [X, Y, Z], reoriented to the closest canonical orientation (RAS+).
 
@@ -110,10 +108,10 @@ def load_volume(
 
 
 def foreground_mask(
-    volume: np.ndarray,         # [X, Y, Z] intensities
-    threshold: float = 0.0,     # 0 = every nonzero voxel; t > 0 = voxels brighter than t times
-                                # the `high` percentile of the nonzero voxels (noisy backgrounds)
-    high: float = 99.5,         # percentile that `threshold` is relative to
+    volume: np.ndarray,  # [X, Y, Z] intensities
+    threshold: float = 0.0,  # 0 = every nonzero voxel; t > 0 = voxels brighter than t times
+    # the `high` percentile of the nonzero voxels (noisy backgrounds)
+    high: float = 99.5,  # percentile that `threshold` is relative to
 ) -> np.ndarray:
     """Boolean [X, Y, Z]: the voxels that count as head/brain rather than background."""
     nonzero = volume != 0
@@ -123,8 +121,8 @@ def foreground_mask(
 
 
 def normalize(
-    volume: np.ndarray,                          # [X, Y, Z] intensities
-    mask: np.ndarray,                            # [X, Y, Z] bool, the foreground
+    volume: np.ndarray,  # [X, Y, Z] intensities
+    mask: np.ndarray,  # [X, Y, Z] bool, the foreground
     percentiles: Sequence[float] = (0.5, 99.5),  # low, high percentile of the foreground voxels
 ) -> np.ndarray:
     """uint8 [X, Y, Z]: the foreground's [low, high] percentile window stretched to [0, 255].
@@ -165,9 +163,7 @@ def _range_bounds(slice_range: Sequence[float | int | None], depth: int) -> tupl
         lo = 0 if lo is None else int(lo)
         hi = depth if hi is None else int(hi)
         if lo < 0 or hi <= lo:
-            raise DatasetError(
-                f"slice_range={list(slice_range)} must be [lo, hi] with 0 <= lo < hi (axial indices)"
-            )
+            raise DatasetError(f"slice_range={list(slice_range)} must be [lo, hi] with 0 <= lo < hi (axial indices)")
         return lo, min(hi, depth)
     if not all(0.0 <= float(v) <= 1.0 for v in values) or (
         lo is not None and hi is not None and float(lo) >= float(hi)
@@ -182,13 +178,13 @@ def _range_bounds(slice_range: Sequence[float | int | None], depth: int) -> tupl
 
 
 def select_slices(
-    fractions: np.ndarray,                  # [Z] brain fraction of every axial slice
+    fractions: np.ndarray,  # [Z] brain fraction of every axial slice
     slice_range: Sequence[float | int | None] | None = None,  # [lo, hi): axial indices when
-                                            # both are whole numbers, else fractions of Z in
-                                            # [0, 1]; None = the whole axis; either end may be None
+    # both are whole numbers, else fractions of Z in
+    # [0, 1]; None = the whole axis; either end may be None
     min_brain_fraction: float | None = None,  # keep slices with at least this fraction of
-                                            # foreground pixels; None = no content threshold
-    step: int = 1,                          # then keep every step-th of the selected slices
+    # foreground pixels; None = no content threshold
+    step: int = 1,  # then keep every step-th of the selected slices
 ) -> np.ndarray:
     """Axial indices to keep, increasing, [S] int64. Range and threshold both apply when given."""
     depth = len(fractions)
@@ -210,7 +206,7 @@ def axial_slice(volume: np.ndarray, k: int) -> np.ndarray:
 
 
 def fit_canvas(
-    image: np.ndarray,                    # [H, W]
+    image: np.ndarray,  # [H, W]
     canvas: Sequence[int] | None = None,  # [width, height] of the output; None = keep [H, W]
 ) -> np.ndarray:
     """Center `image` on a zero canvas [height, width], padding or cropping each axis, no resampling."""
@@ -230,13 +226,13 @@ def fit_canvas(
 
 
 def volume_slices(
-    volume: np.ndarray,                          # [X, Y, Z] RAS+, from load_volume
+    volume: np.ndarray,  # [X, Y, Z] RAS+, from load_volume
     slice_range: Sequence[float | int | None] | None = None,  # see select_slices
-    min_brain_fraction: float | None = None,     # see select_slices
-    slice_step: int = 1,                         # see select_slices
+    min_brain_fraction: float | None = None,  # see select_slices
+    slice_step: int = 1,  # see select_slices
     percentiles: Sequence[float] = (0.5, 99.5),  # see normalize
-    foreground_threshold: float = 0.0,           # see foreground_mask
-    canvas: Sequence[int] | None = None,         # see fit_canvas
+    foreground_threshold: float = 0.0,  # see foreground_mask
+    canvas: Sequence[int] | None = None,  # see fit_canvas
 ) -> dict[int, np.ndarray]:
     """The selected axial slices of one volume: {axial index: uint8 [H, W] as displayed}.
 

@@ -3,6 +3,7 @@
 See the entry point bench.py for what each figure means. Nothing here prints or knows Hydra's
 command line; `bench(cfg)` takes the composed conf/bench.yaml and returns the result it wrote.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -161,7 +162,12 @@ def measure_inception(cfg: DictConfig, device: torch.device, batch: int, warmup:
     extractor = InceptionFeatures(batch_size=batch).to(device)
     g = torch.Generator().manual_seed(0)
     shape = (cfg.img_channels, cfg.resolution, cfg.resolution)
-    extract_features(extractor, torch.randint(0, 256, (warmup * batch, *shape), generator=g, dtype=torch.uint8), batch, progress=False)
+    extract_features(
+        extractor,
+        torch.randint(0, 256, (warmup * batch, *shape), generator=g, dtype=torch.uint8),
+        batch,
+        progress=False,
+    )
     imgs = torch.randint(0, 256, (images, *shape), generator=g, dtype=torch.uint8)
     _sync(device)
     start = time.perf_counter()
@@ -186,12 +192,22 @@ def bench(cfg: DictConfig, model_name: str | None = None) -> dict:
     device = clock.device
     m = cfg.model
     config = {
-        "resolution": int(cfg.resolution), "img_channels": int(cfg.img_channels), "model": model_name,
-        "channel_base": int(m.channel_base), "channel_max": int(m.channel_max), "mapping_layers": int(m.mapping_layers),
-        "z_dim": int(m.z_dim), "w_dim": int(m.w_dim), "batch_size": int(cfg.batch_size),
-        "precision": str(cfg.trainer.precision), "augment": str(cfg.augment.mode),
-        "dataset": str(cfg.dataset.name), "num_workers": int(cfg.trainer.num_workers),
-        "cudnn_benchmark": bool(cfg.trainer.benchmark), "allow_tf32": bool(cfg.trainer.allow_tf32), **facts,
+        "resolution": int(cfg.resolution),
+        "img_channels": int(cfg.img_channels),
+        "model": model_name,
+        "channel_base": int(m.channel_base),
+        "channel_max": int(m.channel_max),
+        "mapping_layers": int(m.mapping_layers),
+        "z_dim": int(m.z_dim),
+        "w_dim": int(m.w_dim),
+        "batch_size": int(cfg.batch_size),
+        "precision": str(cfg.trainer.precision),
+        "augment": str(cfg.augment.mode),
+        "dataset": str(cfg.dataset.name),
+        "num_workers": int(cfg.trainer.num_workers),
+        "cudnn_benchmark": bool(cfg.trainer.benchmark),
+        "allow_tf32": bool(cfg.trainer.allow_tf32),
+        **facts,
     }
     seconds = clock.t1 - clock.t0
     images = clock.nimg1 - clock.nimg0
@@ -217,11 +233,18 @@ def bench(cfg: DictConfig, model_name: str | None = None) -> dict:
         "peak_mem_gb": clock.peak,
         "gen_batch": int(b.gen_batch),
         "gen_images": int(b.gen_batches) * int(b.gen_batch),
-        "gen_img_per_s": significant(measure_generation(module.G_ema, device, int(b.gen_batch), int(b.gen_warmup), int(b.gen_batches))),
+        "gen_img_per_s": significant(
+            measure_generation(module.G_ema, device, int(b.gen_batch), int(b.gen_warmup), int(b.gen_batches))
+        ),
         "inception_batch": int(b.inception_batch) if b.inception else None,
         "inception_images": int(b.inception_images) if b.inception else None,
-        "inception_img_per_s": (significant(measure_inception(cfg, device, int(b.inception_batch), int(b.inception_warmup), int(b.inception_images)))
-                                if b.inception else None),
+        "inception_img_per_s": (
+            significant(
+                measure_inception(cfg, device, int(b.inception_batch), int(b.inception_warmup), int(b.inception_images))
+            )
+            if b.inception
+            else None
+        ),
         "reference": reference_for(config, device.type == "cuda"),
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "total_seconds": round(time.time() - started, 1),

@@ -4,6 +4,7 @@
 overrides, `resume=last` pinned to a file, the CPU preset when no GPU is visible, and the
 deferred write of <run>/.hydra (train() writes it once the command is known to run).
 """
+
 from __future__ import annotations
 
 import os

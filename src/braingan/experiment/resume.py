@@ -6,6 +6,7 @@
 - A command whose run folder already holds a run (a requeued SLURM job) continues that run only
   if the settings are the same, apart from CONTINUE_MAY_CHANGE (`continue_checkpoint`).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,14 +22,33 @@ from ..utils.errors import MissingFileError, UsageError
 
 # Settings a run may change when it continues in its own folder: its length, where and on how
 # many processes it runs, how often it writes.
-CONTINUE_MAY_CHANGE = ("kimg", "resume", "run_dir", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
-                       "trainer.num_workers", "dataset.cache_dir", "paths.", "schedule.", "speed.")
+CONTINUE_MAY_CHANGE = (
+    "kimg",
+    "resume",
+    "run_dir",
+    "trainer.max_time",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.num_workers",
+    "dataset.cache_dir",
+    "paths.",
+    "schedule.",
+    "speed.",
+)
 
 # Settings that shape the weights: a resume may not change them (the checkpoint would not load).
 # The classes are compared once the data is read (check_resume_matches). A resume may change any
 # other setting, and is told which ones it changed.
-RESUME_MAY_NOT_CHANGE = ("resolution", "img_channels", "model/z_dim", "model/w_dim", "model/mapping_layers",
-                         "model/d_mapping_layers", "model/channel_base", "model/channel_max")
+RESUME_MAY_NOT_CHANGE = (
+    "resolution",
+    "img_channels",
+    "model/z_dim",
+    "model/w_dim",
+    "model/mapping_layers",
+    "model/d_mapping_layers",
+    "model/channel_base",
+    "model/channel_max",
+)
 
 # What differs on every resume (the checkpoint given, and where Hydra put the run).
 RESUME_ALWAYS_CHANGES = ("resume", "run_dir")
@@ -103,7 +123,9 @@ def legacy_overrides(overrides: list[str]) -> list[str]:
         key, _, value = o.partition("=")
         if key.lstrip("+~") == "resolution":
             o = f"{key}={re.sub(QUOTES, '', value)}"
-        elif key.lstrip("+~") == "trainer" and value == "cpu" and not any(x.startswith("experiment=") for x in overrides):
+        elif (
+            key.lstrip("+~") == "trainer" and value == "cpu" and not any(x.startswith("experiment=") for x in overrides)
+        ):
             o = "experiment=cpu"
         out.append(o)
     return out
@@ -114,15 +136,19 @@ def outputs_of(args: list[str]) -> str:
     return next((a.split("=", 1)[1] for a in args if a.lstrip("+~").startswith("paths.outputs=")), str(OUTPUTS))
 
 
-def changed_settings(saved: dict, current: dict, may_change: tuple[str, ...] = CONTINUE_MAY_CHANGE
-                     ) -> list[tuple[str, object, object]]:
+def changed_settings(
+    saved: dict, current: dict, may_change: tuple[str, ...] = CONTINUE_MAY_CHANGE
+) -> list[tuple[str, object, object]]:
     """(key, saved, current) for the flattened settings that differ, except the prefixes `may_change`.
 
     Only keys both sides have count: a key the run's settings lack is newer than the run (the
     checkpoint decides it, see NetworkConfig.trained_like), and one the command lacks is gone.
     """
-    return [(k, saved[k], current[k]) for k in sorted(saved)
-            if k in current and not k.replace("/", ".").startswith(may_change) and saved[k] != current[k]]
+    return [
+        (k, saved[k], current[k])
+        for k in sorted(saved)
+        if k in current and not k.replace("/", ".").startswith(may_change) and saved[k] != current[k]
+    ]
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
@@ -161,15 +187,26 @@ def resume_notes(info: CheckpointInfo, run_config: dict) -> list[str]:
             f"resume={info.path} was trained with other settings ({'; '.join(refused)}); leave them out: a resume "
             "replays the run's own overrides (its .hydra/overrides.yaml)"
         )
-    return [f"resume: {k.replace('/', '.')} differs from the run's setting ({a} -> {b}); continuing with {b}"
-            for k, a, b in changes]
+    return [
+        f"resume: {k.replace('/', '.')} differs from the run's setting ({a} -> {b}); continuing with {b}"
+        for k, a, b in changes
+    ]
 
 
 def check_resume_matches(info: CheckpointInfo, net: NetworkConfig, data_info: dict) -> None:
     """Refuse to resume onto different classes or another network shape, in one line."""
     saved_net, saved_data = info.net_dict, info.data
     problems = []
-    for key in ("img_resolution", "img_channels", "c_dim", "z_dim", "w_dim", "channel_base", "channel_max", "mapping_layers"):
+    for key in (
+        "img_resolution",
+        "img_channels",
+        "c_dim",
+        "z_dim",
+        "w_dim",
+        "channel_base",
+        "channel_max",
+        "mapping_layers",
+    ):
         if key in saved_net and saved_net[key] != getattr(net, key):
             problems.append(f"{key} {saved_net[key]} -> {getattr(net, key)}")
     if "class_names" in saved_data and saved_data["class_names"] != data_info.get("class_names"):

@@ -4,6 +4,7 @@ Everything that can refuse the command (the settings, the checkpoint to continue
 trainer settings) is checked before anything is written into the run folder: a refused command
 leaves an existing run exactly as it was.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,7 +59,10 @@ def train(cfg: DictConfig) -> Path:
             check_resume_matches(info, net, dm.data_info())
             done = info.cur_nimg
             if done >= cfg.kimg * 1000:  # e.g. a requeue of a job that had already finished
-                print(f"[braingan] {ckpt_path} is at {done / 1000:g} kimg of kimg={cfg.kimg}: nothing left to train", flush=True)
+                print(
+                    f"[braingan] {ckpt_path} is at {done / 1000:g} kimg of kimg={cfg.kimg}: nothing left to train",
+                    flush=True,
+                )
                 return run.path
         module = StyleGAN2Module(net, train_cfg, dm.data_info())
         module.run_config = run_config  # saved in checkpoints: a requeued job checks it is the same run
@@ -97,8 +101,9 @@ def train(cfg: DictConfig) -> Path:
     return run.path
 
 
-def checkpoint_to_continue(cfg: DictConfig, run: RunDir, run_config: dict
-                           ) -> tuple[Path | None, CheckpointInfo | None, list[str]]:
+def checkpoint_to_continue(
+    cfg: DictConfig, run: RunDir, run_config: dict
+) -> tuple[Path | None, CheckpointInfo | None, list[str]]:
     """(checkpoint, what it says, warnings) of resume=, or of the run already in the folder; Nones for a new run."""
     ckpt_path = resolve_resume(cfg.resume, cfg.paths.outputs)
     if ckpt_path is not None:
@@ -116,8 +121,11 @@ def write_run_files(cfg: DictConfig, run: RunDir, trainer: pl.Trainer, dm: Slice
     """Rank 0, once the command is checked: stale temporaries out; .hydra/, manifest.csv and the hyperparameters in."""
     stale = remove_stale_temporaries(run.checkpoints)
     if stale:
-        log.warning("removed %d temporary file(s) of an interrupted checkpoint write: %s",
-                    len(stale), ", ".join(p.name for p in stale))
+        log.warning(
+            "removed %d temporary file(s) of an interrupted checkpoint write: %s",
+            len(stale),
+            ", ".join(p.name for p in stale),
+        )
     save_run_files(run, cfg)
     write_manifest(dm.records, run.manifest)
     fid = next((c for c in trainer.callbacks if isinstance(c, FIDMonitor)), None)
@@ -131,8 +139,11 @@ def save_run_files(run: RunDir, cfg: DictConfig) -> None:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized() or HydraConfig.get().job.config_name != "train" \
-            or HydraConfig.get().output_subdir is not None:  # another tool's train() call, or Hydra wrote them
+    if (
+        not HydraConfig.initialized()
+        or HydraConfig.get().job.config_name != "train"
+        or HydraConfig.get().output_subdir is not None
+    ):  # another tool's train() call, or Hydra wrote them
         return
     hc = OmegaConf.create({"hydra": OmegaConf.to_container(HydraConfig.get(), resolve=False)})
     hc.hydra.output_subdir = HYDRA_SUBDIR
@@ -147,8 +158,10 @@ def no_space_message(run: RunDir, error: OSError) -> str:
     """'no space left on <folder>; the previous last.ckpt (<kimg> kimg) is intact ...' for a failed write."""
     folder = Path(error.filename).parent if error.filename else run.path
     try:
-        kept = (f"the previous {run.last.name} ({read_info(run.last).kimg:g} kimg) is intact: free space, then "
-                f"continue with resume={run.last}")
+        kept = (
+            f"the previous {run.last.name} ({read_info(run.last).kimg:g} kimg) is intact: free space, then "
+            f"continue with resume={run.last}"
+        )
     except (UsageError, OSError):  # none yet, or not readable
         kept = "no checkpoint of this run was written yet"
     return f"no space left on {folder} ({error.strerror}); {kept}"
@@ -178,7 +191,7 @@ class DeferredLogFile:
     them back; leaving the block without `commit()` drops it (the console saw every line anyway).
     """
 
-    def __enter__(self) -> "DeferredLogFile":
+    def __enter__(self) -> DeferredLogFile:
         root = logging.getLogger()
         self.files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
         self.buffer = logging.handlers.BufferingHandler(capacity=10**9)

@@ -6,6 +6,7 @@ The config's keys are the dataclasses' fields: `model:` holds NetworkConfig and 
 as `Cls(**its keys of the node, **derived values)`; a key that belongs to none of them is refused
 in one line naming it (`check_keys`), so a misspelt key in a preset cannot be silently ignored.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -115,31 +116,36 @@ def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -
     """
     check_keys(cfg)
     m, speed = cfg.model, cfg.speed
-    net = NetworkConfig(**{
-        **_pick(m, NetworkConfig),
-        **_pick(speed, NetworkConfig),
-        "img_resolution": cfg.resolution,
-        "img_channels": cfg.img_channels,
-        "c_dim": c_dim,
-        "conv_clamp": NetworkConfig.resolve_conv_clamp(m.conv_clamp, precision, m.num_fp16_res),
-        "channels_last": resolve_channels_last(speed.channels_last, cfg.trainer.accelerator),
-    })
-    train = TrainConfig(**{
-        **_pick(m, TrainConfig),
-        **_pick(speed, TrainConfig),
-        "batch_size": cfg.batch_size,
-        "kimg": cfg.kimg,
-        "r1_gamma": TrainConfig.resolve_r1_gamma(m.r1_gamma, cfg.resolution, cfg.batch_size),
-        "ema_kimg": TrainConfig.resolve_ema_kimg(m.ema_kimg, cfg.batch_size),
-        "augment": AugmentConfig(**OmegaConf.to_container(cfg.augment, resolve=True)),
-        "max_nonfinite": cfg.max_nonfinite,
-        "num_samples": cfg.schedule.num_samples,
-    })
+    net = NetworkConfig(
+        **{
+            **_pick(m, NetworkConfig),
+            **_pick(speed, NetworkConfig),
+            "img_resolution": cfg.resolution,
+            "img_channels": cfg.img_channels,
+            "c_dim": c_dim,
+            "conv_clamp": NetworkConfig.resolve_conv_clamp(m.conv_clamp, precision, m.num_fp16_res),
+            "channels_last": resolve_channels_last(speed.channels_last, cfg.trainer.accelerator),
+        }
+    )
+    train = TrainConfig(
+        **{
+            **_pick(m, TrainConfig),
+            **_pick(speed, TrainConfig),
+            "batch_size": cfg.batch_size,
+            "kimg": cfg.kimg,
+            "r1_gamma": TrainConfig.resolve_r1_gamma(m.r1_gamma, cfg.resolution, cfg.batch_size),
+            "ema_kimg": TrainConfig.resolve_ema_kimg(m.ema_kimg, cfg.batch_size),
+            "augment": AugmentConfig(**OmegaConf.to_container(cfg.augment, resolve=True)),
+            "max_nonfinite": cfg.max_nonfinite,
+            "num_samples": cfg.schedule.num_samples,
+        }
+    )
     return net, train
 
 
-def data_and_configs(cfg: DictConfig, world_size: int = 1, manifest_path: Path | None = None
-                     ) -> tuple[SliceDataModule, NetworkConfig, TrainConfig]:
+def data_and_configs(
+    cfg: DictConfig, world_size: int = 1, manifest_path: Path | None = None
+) -> tuple[SliceDataModule, NetworkConfig, TrainConfig]:
     """The run's datamodule, set up, and its typed configs (training, make bench, make guard).
 
     The data decides the number of classes that the model stores; `manifest_path` gets the run's

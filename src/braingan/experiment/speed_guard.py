@@ -3,6 +3,7 @@
 See the entry point guard.py for the outputs. `guard(cfg)` takes the composed conf/guard.yaml and
 returns the result it wrote; nothing here prints tables or reads the command line.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,9 +31,9 @@ RUNS = ("plain", "optimized")
 
 
 def compare_curves(
-    plain: tuple[np.ndarray, np.ndarray],      # (steps [T], values [T]) of the reference run
+    plain: tuple[np.ndarray, np.ndarray],  # (steps [T], values [T]) of the reference run
     optimized: tuple[np.ndarray, np.ndarray],  # (steps [U], values [U]) of the run under test
-    smoothing: float,                          # TensorBoard EMA weight in [0, 1)
+    smoothing: float,  # TensorBoard EMA weight in [0, 1)
 ) -> dict:
     """How closely two curves of one tag agree, on the steps both logged with finite values.
 
@@ -49,14 +50,20 @@ def compare_curves(
     common, a, b = common[finite], a[finite], b[finite]
     result = {
         "points": {"plain": len(sa), "optimized": len(sb), "common": len(common)},
-        "first_step": None, "mad_over_std": None, "corr": None, "final": None,
+        "first_step": None,
+        "mad_over_std": None,
+        "corr": None,
+        "final": None,
     }
     if len(common) == 0:
         return result
     diff = abs(b[0] - a[0])
     result["first_step"] = {
-        "step": int(common[0]), "plain": float(a[0]), "optimized": float(b[0]),
-        "abs_diff": float(diff), "rel_diff": float(diff / abs(a[0])) if a[0] != 0 else (0.0 if diff == 0 else None),
+        "step": int(common[0]),
+        "plain": float(a[0]),
+        "optimized": float(b[0]),
+        "abs_diff": float(diff),
+        "rel_diff": float(diff / abs(a[0])) if a[0] != 0 else (0.0 if diff == 0 else None),
     }
     sm_a, sm_b = smooth(a, smoothing), smooth(b, smoothing)
     mad, spread = float(np.mean(np.abs(sm_b - sm_a))), float(np.std(a))
@@ -68,10 +75,10 @@ def compare_curves(
 
 
 def plot_overlay(
-    scalars: dict[str, dict],         # run name -> tag -> (steps in images, values)
-    tags: list[str],                  # one panel each
-    stats: dict[str, dict],           # tag -> compare_curves result (shown in the panel title)
-    path: Path,                       # the PNG to write
+    scalars: dict[str, dict],  # run name -> tag -> (steps in images, values)
+    tags: list[str],  # one panel each
+    stats: dict[str, dict],  # tag -> compare_curves result (shown in the panel title)
+    path: Path,  # the PNG to write
     smoothing: float,
     dpi: int = 100,
 ) -> None:
@@ -82,7 +89,9 @@ def plot_overlay(
                 continue
             steps, values = scalars[name][tag]
             kimg, color = steps / 1000.0, f"C{k}"
-            style = {"linestyle": "--", "linewidth": 1.4} if name == "optimized" else {"linewidth": 2.4}  # both visible where equal
+            style = (
+                {"linestyle": "--", "linewidth": 1.4} if name == "optimized" else {"linewidth": 2.4}
+            )  # both visible where equal
             ax.plot(kimg, values, color=color, alpha=0.25, linewidth=1)
             ax.plot(kimg, smooth(values, smoothing), color=color, label=name, **style)
         s = stats.get(tag, {})
@@ -123,7 +132,7 @@ def run_config(cfg: DictConfig, speed, run_dir: Path) -> DictConfig:
         c.kimg = kimg
         c.resume = None
         c.schedule.log_kimg = c.batch_size / 1000  # every step is a point
-        c.schedule.image_kimg = None               # sample grids at the start and the end only
+        c.schedule.image_kimg = None  # sample grids at the start and the end only
         c.schedule.last_kimg = None
         c.schedule.snapshot_kimg = None
         c.schedule.fid_kimg = None
@@ -170,7 +179,9 @@ def guard(cfg: DictConfig, model_name: str | None = None) -> dict:
             "steps": round(kimg * 1000 / int(cfg.batch_size)) if kimg is not None else None,
             "seconds": significant(seconds),  # wall clock of train(): setup, data, the steps, sample grids
             # the median logged step speed after the first step (which holds one-time costs)
-            "median_sec_per_kimg": significant(float(np.median(step_s[1][1:]))) if step_s is not None and len(step_s[1]) > 1 else None,
+            "median_sec_per_kimg": significant(float(np.median(step_s[1][1:])))
+            if step_s is not None and len(step_s[1]) > 1
+            else None,
         }
     tags = [str(t) for t in g.tags]
     missing = [f"{t} ({n})" for t in tags for n in RUNS if t not in scalars[n]]
@@ -181,10 +192,18 @@ def guard(cfg: DictConfig, model_name: str | None = None) -> dict:
     plot_overlay(scalars, tags, stats, out / "guard.png", smoothing)
     result = {
         "config": {
-            "model": model_name, "resolution": int(cfg.resolution), "batch_size": int(cfg.batch_size),
-            "seed": int(cfg.seed), "kimg": float(g.kimg), "precision": str(cfg.trainer.precision),
-            "accelerator": accelerator, "dataset": str(cfg.dataset.name), "smoothing": smoothing,
-            "device": torch.cuda.get_device_name() if accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu",
+            "model": model_name,
+            "resolution": int(cfg.resolution),
+            "batch_size": int(cfg.batch_size),
+            "seed": int(cfg.seed),
+            "kimg": float(g.kimg),
+            "precision": str(cfg.trainer.precision),
+            "accelerator": accelerator,
+            "dataset": str(cfg.dataset.name),
+            "smoothing": smoothing,
+            "device": torch.cuda.get_device_name()
+            if accelerator in ("gpu", "cuda") and torch.cuda.is_available()
+            else "cpu",
         },
         "runs": runs,
         "tags": stats,

@@ -1,4 +1,5 @@
 """The hardware side of a run: processes, DDP strategy, CUDA backends, the Trainer and its callbacks."""
+
 from __future__ import annotations
 
 import pytorch_lightning as pl
@@ -85,13 +86,19 @@ def build_trainer(cfg: DictConfig, run: RunDir) -> tuple[pl.Trainer, Preemption]
     logger = TensorBoardLogger(save_dir=str(run.tb.parent), name=run.tb.name, version="", default_hp_metric=False)
     callbacks: list[pl.Callback] = []
     if schedule.get("fid_kimg"):  # before the checkpoint callback, so last.ckpt holds the best FID
-        callbacks.append(FIDMonitor(
-            run.checkpoints, schedule.fid_kimg, schedule.fid_num_gen,
-            cache_dir=optional_path(cfg.paths.stats), seed=cfg.seed,
-        ))
+        callbacks.append(
+            FIDMonitor(
+                run.checkpoints,
+                schedule.fid_kimg,
+                schedule.fid_num_gen,
+                cache_dir=optional_path(cfg.paths.stats),
+                seed=cfg.seed,
+            )
+        )
     checkpointing = KimgCheckpoint(run.checkpoints, schedule.snapshot_kimg, schedule.last_kimg)
-    preemption = Preemption(checkpointing, signals=list(cfg.get("requeue_signals") or []),
-                            stop_signals=list(cfg.get("stop_signals") or []))
+    preemption = Preemption(
+        checkpointing, signals=list(cfg.get("requeue_signals") or []), stop_signals=list(cfg.get("stop_signals") or [])
+    )
     settings = trainer_settings(t)
     settings["plugins"] = [*(settings["plugins"] or []), DirectCheckpointIO()]
     trainer = pl.Trainer(
@@ -102,7 +109,8 @@ def build_trainer(cfg: DictConfig, run: RunDir) -> tuple[pl.Trainer, Preemption]
         log_every_n_steps=1,
         default_root_dir=str(run.path),
         enable_model_summary=True,
-        callbacks=callbacks + [
+        callbacks=callbacks
+        + [
             checkpointing,
             preemption,
             SampleGrids(run.samples, schedule.image_kimg),

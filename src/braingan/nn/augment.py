@@ -43,6 +43,7 @@ artefact is the mild blur of bilinear interpolation, applied with probability p 
 not something G can gain by copying. If larger scale/rotation strengths are used, add
 supersampling here first.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,7 +71,9 @@ class AugmentPipe(nn.Module):
         p_init: float = 0.0,  # initial probability of applying each transform to each sample, in [0, 1]
     ):
         super().__init__()
-        for name, value in dict(translate=translate, scale=scale, rotate_deg=rotate_deg, brightness=brightness, contrast=contrast).items():
+        for name, value in dict(
+            translate=translate, scale=scale, rotate_deg=rotate_deg, brightness=brightness, contrast=contrast
+        ).items():
             if not value >= 0:
                 raise UsageError(f"{name} must be >= 0, got {value}")
         self.xflip = bool(xflip)
@@ -152,7 +155,9 @@ class AugmentPipe(nn.Module):
         one = torch.ones(n, device=device)  # [N] float32
         zero = torch.zeros(n, device=device)
         f = one  # x-flip sign
-        if self.xflip:  # applied with probability p, then a fair coin: mirrored with probability p / 2 (non-leaking, see above)
+        if (
+            self.xflip
+        ):  # applied with probability p, then a fair coin: mirrored with probability p / 2 (non-leaking, see above)
             f = torch.where(_coin(n, p, device) & _coin(n, 0.5, device), -one, one)
         tx, ty = zero, zero  # content shift in whole pixels
         if self.translate > 0:

@@ -2,6 +2,7 @@
 
 A checkpoint rebuilds its generator from this dataclass alone: no Hydra, no config files.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +28,9 @@ class NetworkConfig(DictSerializable):
     c_dim: int = 0  # number of classes for a conditional model; 0 = unconditional
     mapping_layers: int = 8  # depth of the mapping network
     mapping_lr_multiplier: float = 0.01  # learning-rate multiplier of the mapping network
-    d_mapping_layers: int = 8  # conditional D: layers of its class mapping network (StyleGAN2-ADA: 8); 0 = embedding only
+    d_mapping_layers: int = (
+        8  # conditional D: layers of its class mapping network (StyleGAN2-ADA: 8); 0 = embedding only
+    )
     channel_base: int = 32768  # channels at resolution r are min(channel_base // r, channel_max)
     channel_max: int = 512  # upper bound on the channels of any layer
     conv_clamp: float | None = None  # clamp conv outputs to +-this (256 for FP16); None = off
@@ -109,4 +112,3 @@ class NetworkConfig(DictSerializable):
     def num_ws(self) -> int:
         """Number of w vectors the synthesis network consumes (one per conv layer plus the last ToRGB)."""
         return 2 * self.resolution_log2 - 2
-

@@ -1,4 +1,5 @@
 """Residual discriminator of StyleGAN2 with minibatch standard deviation and projection conditioning."""
+
 from __future__ import annotations
 
 import math
@@ -37,12 +38,16 @@ class DiscriminatorBlock(nn.Module):
         self.reduced_precision = reduced_precision
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         fast: dict[str, Any] = dict(conv_clamp=conv_clamp, fused_bias_act=fused_bias_act)
-        self.fromrgb = EqualizedConv2d(img_channels, tmp_channels, 1, activation="lrelu", **fast) if in_channels == 0 else None
+        self.fromrgb = (
+            EqualizedConv2d(img_channels, tmp_channels, 1, activation="lrelu", **fast) if in_channels == 0 else None
+        )
         self.conv0 = EqualizedConv2d(tmp_channels, tmp_channels, 3, activation="lrelu", **fast)
         self.conv1 = EqualizedConv2d(tmp_channels, out_channels, 3, activation="lrelu", down=2, **fast)
         self.skip = EqualizedConv2d(tmp_channels, out_channels, 1, bias=False, down=2, fused_bias_act=fused_bias_act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, Cin or img_channels, R, R] -> [N, Cout, R/2, R/2] in the block's dtype
+    def forward(
+        self, x: torch.Tensor
+    ) -> torch.Tensor:  # [N, Cin or img_channels, R, R] -> [N, Cout, R/2, R/2] in the block's dtype
         dev = x.device.type
         dtype = block_dtype(dev, self.reduced_precision)
         with block_context(dev, dtype):
@@ -79,12 +84,25 @@ class DiscriminatorEpilogue(nn.Module):
     Always FP32, also under autocast.
     """
 
-    def __init__(self, in_channels: int, cmap_dim: int, mbstd_group_size: int, mbstd_num_channels: int,
-                 conv_clamp: float | None = None, fused_bias_act: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        cmap_dim: int,
+        mbstd_group_size: int,
+        mbstd_num_channels: int,
+        conv_clamp: float | None = None,
+        fused_bias_act: bool = False,
+    ):
         super().__init__()
         self.mbstd_group_size, self.mbstd_num_channels = mbstd_group_size, mbstd_num_channels
-        self.conv = EqualizedConv2d(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu",
-                                    conv_clamp=conv_clamp, fused_bias_act=fused_bias_act)
+        self.conv = EqualizedConv2d(
+            in_channels + mbstd_num_channels,
+            in_channels,
+            3,
+            activation="lrelu",
+            conv_clamp=conv_clamp,
+            fused_bias_act=fused_bias_act,
+        )
         self.fc = EqualizedLinear(in_channels * 16, in_channels, activation="lrelu")
         self.out = EqualizedLinear(in_channels, 1 if cmap_dim == 0 else cmap_dim)
         self.cmap_dim = cmap_dim
@@ -112,23 +130,33 @@ class Discriminator(nn.Module):
         blocks = []
         for res in [2**i for i in range(cfg.resolution_log2, 2, -1)]:
             cin = 0 if res == cfg.img_resolution else cfg.channels_at(res)
-            blocks.append(DiscriminatorBlock(
-                cin, cfg.channels_at(res), cfg.channels_at(res // 2), cfg.img_channels, cfg.conv_clamp,
-                reduced_precision=cfg.reduced_precision_at(res), fused_bias_act=cfg.fused_bias_act,
-                channels_last=cfg.channels_last,
-            ))
+            blocks.append(
+                DiscriminatorBlock(
+                    cin,
+                    cfg.channels_at(res),
+                    cfg.channels_at(res // 2),
+                    cfg.img_channels,
+                    cfg.conv_clamp,
+                    reduced_precision=cfg.reduced_precision_at(res),
+                    fused_bias_act=cfg.fused_bias_act,
+                    channels_last=cfg.channels_last,
+                )
+            )
         self.blocks = nn.ModuleList(blocks)
         c4 = cfg.channels_at(4)
         cmap_dim = c4 if cfg.c_dim > 0 else 0
         # Conditioning (projection discriminator): the one-hot class is embedded, normalized and
         # mapped to cmap by a mapping network like G's (StyleGAN2-ADA), without a tracked average.
         self.c_embed = EqualizedLinear(cfg.c_dim, cmap_dim) if cfg.c_dim > 0 else None
-        self.c_mapping = nn.Sequential(*(
-            EqualizedLinear(cmap_dim, cmap_dim, activation="lrelu", lr_multiplier=D_MAPPING_LR_MULTIPLIER)
-            for _ in range(cfg.d_mapping_layers if cfg.c_dim > 0 else 0)
-        ))  # [N, cmap_dim] -> [N, cmap_dim]; empty if unconditional or d_mapping_layers=0 (older checkpoints)
-        self.epilogue = DiscriminatorEpilogue(c4, cmap_dim, cfg.mbstd_group_size, cfg.mbstd_num_channels, cfg.conv_clamp,
-                                              cfg.fused_bias_act)
+        self.c_mapping = nn.Sequential(
+            *(
+                EqualizedLinear(cmap_dim, cmap_dim, activation="lrelu", lr_multiplier=D_MAPPING_LR_MULTIPLIER)
+                for _ in range(cfg.d_mapping_layers if cfg.c_dim > 0 else 0)
+            )
+        )  # [N, cmap_dim] -> [N, cmap_dim]; empty if unconditional or d_mapping_layers=0 (older checkpoints)
+        self.epilogue = DiscriminatorEpilogue(
+            c4, cmap_dim, cfg.mbstd_group_size, cfg.mbstd_num_channels, cfg.conv_clamp, cfg.fused_bias_act
+        )
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:  # [N, 1]
         x = img

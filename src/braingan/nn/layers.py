@@ -3,6 +3,7 @@
 Everything is plain PyTorch (no compiled extensions). Tensor layouts are given in comments
 as [N, C, H, W]. Paper references: Karras et al. 2019/2020 (StyleGAN, StyleGAN2).
 """
+
 from __future__ import annotations
 
 import math
@@ -70,7 +71,9 @@ def make_fir_kernel(taps=(1, 3, 3, 1)) -> torch.Tensor:
     return f / f.sum()
 
 
-def _fir_depthwise(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int, int, int], stride: int = 1) -> torch.Tensor:
+def _fir_depthwise(
+    x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int, int, int], stride: int = 1
+) -> torch.Tensor:
     """Pads x by (left, right, top, bottom) and convolves each channel with `kernel` (true convolution)."""
     c = x.shape[1]
     pl, pr, pt, pb = pad
@@ -183,7 +186,9 @@ class EqualizedConv2d(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
         self.register_buffer("fir", make_fir_kernel(fir_taps) if down > 1 else torch.empty(0), persistent=False)
 
-    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:  # [N, Cin, H, W] -> [N, Cout, H/down, W/down]
+    def forward(
+        self, x: torch.Tensor, gain: float = 1.0
+    ) -> torch.Tensor:  # [N, Cin, H, W] -> [N, Cout, H/down, W/down]
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         if self.fused_bias_act:
             # leaky_relu(g z) = g leaky_relu(z) for g > 0: the total gain scales the (small) kernel

@@ -1,4 +1,5 @@
 """Mapping network z (+ class) -> w, with the tracked w average used for truncation."""
+
 from __future__ import annotations
 
 import torch
@@ -13,7 +14,7 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
 
 
 class MappingNetwork(nn.Module):
-    w_avg: torch.Tensor        # buffer [w_dim]: running mean of w (truncation centre)
+    w_avg: torch.Tensor  # buffer [w_dim]: running mean of w (truncation centre)
     w_avg_class: torch.Tensor  # buffer [c_dim, w_dim]: per-class running means (conditional only)
 
     def __init__(
@@ -67,7 +68,9 @@ class MappingNetwork(nn.Module):
         ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)
         if truncation_psi != 1:
             cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
-            center = self.w_avg if self.embed is None else c.to(torch.float32) @ self.w_avg_class  # [w_dim] or [N, w_dim]
+            center = (
+                self.w_avg if self.embed is None else c.to(torch.float32) @ self.w_avg_class
+            )  # [w_dim] or [N, w_dim]
             center = center.unsqueeze(-2)  # broadcasts over the ws axis
             ws[:, :cutoff] = center.lerp(ws[:, :cutoff], truncation_psi)
         return ws

@@ -1,4 +1,5 @@
 """Modulated convolution with weight demodulation (StyleGAN2, section 2.2)."""
+
 from __future__ import annotations
 
 import math

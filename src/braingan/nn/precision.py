@@ -5,6 +5,7 @@ alone, autocast would run every convolution of G and D in 16 bits. StyleGAN2-ADA
 on mixed precision) uses reduced precision only in the highest resolutions and FP32
 elsewhere; a block asks `block_dtype` for its dtype and wraps its body in `block_context`.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Synthesis network (skip architecture) and the full generator of StyleGAN2."""
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,7 @@ class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv -> per-pixel noise -> bias -> leaky ReLU (gain sqrt 2)."""
 
     noise_const: torch.Tensor  # buffer [R, R]: the noise of noise_mode="const"
-    fir: torch.Tensor          # buffer [taps, taps]: up-sampling filter
+    fir: torch.Tensor  # buffer [taps, taps]: up-sampling filter
 
     def __init__(
         self,
@@ -57,9 +58,19 @@ class SynthesisLayer(nn.Module):
         # demodulation scale, the bias and the noise strength, and no separate pass applies it.
         fold = self.fused_bias_act
         g = LRELU_GAIN if fold else 1.0
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, fir=self.fir,
-                             fused=self.fused_modconv, fused_up=self.fused_upconv, up_border=self.upsample_border,
-                             bias=self.bias if fold else None, gain=g)
+        x = modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            demodulate=True,
+            up=self.up,
+            fir=self.fir,
+            fused=self.fused_modconv,
+            fused_up=self.fused_upconv,
+            up_border=self.upsample_border,
+            bias=self.bias if fold else None,
+            gain=g,
+        )
         strength = self.noise_strength.to(x.dtype) * g if fold else self.noise_strength.to(x.dtype)
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
@@ -76,8 +87,15 @@ class SynthesisLayer(nn.Module):
 class ToRGBLayer(nn.Module):
     """Modulated 1x1 conv without demodulation to `img_channels` (1 for grayscale)."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None,
-                 fused_modconv: bool = True, fused_bias_act: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        conv_clamp: float | None = None,
+        fused_modconv: bool = True,
+        fused_bias_act: bool = False,
+    ):
         super().__init__()
         self.conv_clamp, self.fused_modconv, self.fused_bias_act = conv_clamp, fused_modconv, fused_bias_act
         self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)
@@ -131,8 +149,17 @@ class SynthesisBlock(nn.Module):
             self.conv0 = None
         else:
             self.const = None
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp,
-                                        fused_upconv=fused_upconv, upsample_border=upsample_border, **fast)
+            self.conv0 = SynthesisLayer(
+                in_channels,
+                out_channels,
+                w_dim,
+                resolution,
+                up=2,
+                conv_clamp=conv_clamp,
+                fused_upconv=fused_upconv,
+                upsample_border=upsample_border,
+                **fast,
+            )
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp, **fast)
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp, **fast)
         self.num_conv = 1 if in_channels == 0 else 2
@@ -175,12 +202,22 @@ class SynthesisNetwork(nn.Module):
         blocks = []
         for res in resolutions:
             cin = 0 if res == 4 else cfg.channels_at(res // 2)
-            blocks.append(SynthesisBlock(
-                cin, cfg.channels_at(res), cfg.w_dim, res, cfg.img_channels, cfg.conv_clamp, cfg.fused_modconv,
-                reduced_precision=cfg.reduced_precision_at(res), fused_upconv=cfg.fused_upconv,
-                fused_bias_act=cfg.fused_bias_act, channels_last=cfg.channels_last,
-                upsample_border=cfg.upsample_border,
-            ))
+            blocks.append(
+                SynthesisBlock(
+                    cin,
+                    cfg.channels_at(res),
+                    cfg.w_dim,
+                    res,
+                    cfg.img_channels,
+                    cfg.conv_clamp,
+                    cfg.fused_modconv,
+                    reduced_precision=cfg.reduced_precision_at(res),
+                    fused_upconv=cfg.fused_upconv,
+                    fused_bias_act=cfg.fused_bias_act,
+                    channels_last=cfg.channels_last,
+                    upsample_border=cfg.upsample_border,
+                )
+            )
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:

@@ -3,6 +3,7 @@
 `versions()` names the Python, CUDA and package versions (None for a package that is not
 installed); `device_info(device)` the accelerator or CPU model. Both only read what is installed.
 """
+
 from __future__ import annotations
 
 import platform
@@ -30,8 +31,13 @@ def device_info(device: torch.device | str) -> dict:
     or the CPU's model name (from /proc/cpuinfo where there is one) and torch's thread count."""
     device = torch.device(device)
     if device.type == "cuda":
-        return {"type": "cuda", "name": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
-                "cudnn": torch.backends.cudnn.version(), "count": torch.cuda.device_count()}
+        return {
+            "type": "cuda",
+            "name": torch.cuda.get_device_name(device),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "count": torch.cuda.device_count(),
+        }
     if device.type != "cpu":  # another accelerator (mps, xpu ...): its type is all that is known here
         return {"type": device.type, "name": str(device)}
     name = platform.processor() or platform.machine()

@@ -3,6 +3,7 @@
 `figure` lays out panels two to a row, `save_figure` writes a PNG atomically, and
 `scatter_embedding` draws the style-space scatter of `make generate`.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,10 +35,10 @@ def save_figure(fig, path: str | os.PathLike, dpi: int) -> None:
 
 
 def scatter_embedding(
-    points: np.ndarray,               # [N, 2] projected points
-    codes: np.ndarray,                # [N] index into `names` of each point
-    names: Sequence[str],             # class names (legend)
-    path: str | os.PathLike,          # the PNG to write
+    points: np.ndarray,  # [N, 2] projected points
+    codes: np.ndarray,  # [N] index into `names` of each point
+    names: Sequence[str],  # class names (legend)
+    path: str | os.PathLike,  # the PNG to write
     title: str,
     axis_labels: Sequence[str] = ("1", "2"),
     centers: np.ndarray | None = None,  # [len(names), 2] marked with a cross per class; None = none
@@ -48,7 +49,15 @@ def scatter_embedding(
     size = 8 if len(points) > 2000 else 14
     for k, name in enumerate(names):
         sel = codes == k
-        ax.scatter(points[sel, 0], points[sel, 1], s=size, alpha=0.6, color=f"C{k}", label=f"{name} ({int(sel.sum())})", linewidths=0)
+        ax.scatter(
+            points[sel, 0],
+            points[sel, 1],
+            s=size,
+            alpha=0.6,
+            color=f"C{k}",
+            label=f"{name} ({int(sel.sum())})",
+            linewidths=0,
+        )
         if centers is not None:
             ax.scatter(*centers[k], marker="X", s=160, color=f"C{k}", edgecolors="black", linewidths=1.2)
     ax.set_title(title + ("  (X = class w average)" if centers is not None else ""))

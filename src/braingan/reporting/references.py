@@ -1,4 +1,5 @@
 """The official StyleGAN2 figures `make bench` prints beside its own (sources: docs/anchors.md)."""
+
 from __future__ import annotations
 
 # Official NVlabs StyleGAN2 (stylegan3 repository, --cfg=stylegan2, custom CUDA kernels, FP16 in the
@@ -9,13 +10,38 @@ REFERENCE_SOURCE = (
     "resolutions with conv clamping), NVIDIA H100 80GB"
 )
 REFERENCES = [
-    {"channel_base": 32768, "channel_max": 512, "mapping_layers": 8, "batch_size": 32, "ada": True,
-     "sec_per_kimg": 11.6, "img_per_s": 86.0, "peak_mem_gb": 13.6},
-    {"channel_base": 32768, "channel_max": 512, "mapping_layers": 8, "batch_size": 32, "ada": False,
-     "sec_per_kimg": 11.4, "img_per_s": 88.0, "peak_mem_gb": 13.5},
-    {"channel_base": 16384, "channel_max": 512, "mapping_layers": 2, "batch_size": 64, "ada": True,
-     "sec_per_kimg": 6.0, "img_per_s": 167.0, "peak_mem_gb": 17.1},
+    {
+        "channel_base": 32768,
+        "channel_max": 512,
+        "mapping_layers": 8,
+        "batch_size": 32,
+        "ada": True,
+        "sec_per_kimg": 11.6,
+        "img_per_s": 86.0,
+        "peak_mem_gb": 13.6,
+    },
+    {
+        "channel_base": 32768,
+        "channel_max": 512,
+        "mapping_layers": 8,
+        "batch_size": 32,
+        "ada": False,
+        "sec_per_kimg": 11.4,
+        "img_per_s": 88.0,
+        "peak_mem_gb": 13.5,
+    },
+    {
+        "channel_base": 16384,
+        "channel_max": 512,
+        "mapping_layers": 2,
+        "batch_size": 64,
+        "ada": True,
+        "sec_per_kimg": 6.0,
+        "img_per_s": 167.0,
+        "peak_mem_gb": 17.1,
+    },
 ]
+
 
 def reference_for(config: dict, cuda: bool) -> dict | None:
     """The official figures for this configuration (256x256 grayscale, paper/base width, batch 32/64, GPU)."""

@@ -1,10 +1,11 @@
 """Plain-text tables of the entry points: cells ('-' for a missing value) and fixed-width columns.
 
-    cell(None) -> '-'     cell(0.5) -> '0.500'     cell(0.5, '.4g') -> '0.5'     cell('x') -> 'x'
-    fixed_width(['run', 'kimg'], [['0', '0.500']], right={'kimg'}) ->
-        run   kimg
-        0    0.500
+cell(None) -> '-'     cell(0.5) -> '0.500'     cell(0.5, '.4g') -> '0.5'     cell('x') -> 'x'
+fixed_width(['run', 'kimg'], [['0', '0.500']], right={'kimg'}) ->
+    run   kimg
+    0    0.500
 """
+
 from __future__ import annotations
 
 import math
@@ -28,10 +29,10 @@ def cell(value, spec: str | None = None) -> str:
 
 
 def fixed_width(
-    columns: Sequence[str],           # header names
-    rows: Sequence[Sequence[str]],    # one list of cell texts per row, in column order
-    right: Collection[str] = (),      # columns aligned right (numbers); the others left
-    gap: str = "  ",                  # between columns
+    columns: Sequence[str],  # header names
+    rows: Sequence[Sequence[str]],  # one list of cell texts per row, in column order
+    right: Collection[str] = (),  # columns aligned right (numbers); the others left
+    gap: str = "  ",  # between columns
 ) -> list[str]:
     """The header and the rows as lines of aligned columns, each as wide as its widest cell (no trailing spaces)."""
     widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]

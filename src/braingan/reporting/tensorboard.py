@@ -5,6 +5,7 @@ step logged twice (a resume from an older checkpoint) keeps its latest value. `s
 debiased exponential moving average that TensorBoard draws. Used by `make plots`, `make guard`
 and `make sweep-report`.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Each fires when a training step crosses a multiple of its cadence (in kimg), computed from
 the module's image counter, so the cadences survive a resume unchanged.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -164,7 +165,11 @@ class SampleGrids(pl.Callback):
         images = []
         for i in range(0, module.sample_z.shape[0], 8):
             ci = c[i : i + 8] if c is not None else None
-            images.append(module.G_ema(module.sample_z[i : i + 8], ci, truncation_psi=self.truncation_psi, noise_mode="const").float())
+            images.append(
+                module.G_ema(
+                    module.sample_z[i : i + 8], ci, truncation_psi=self.truncation_psi, noise_mode="const"
+                ).float()
+            )
         return torch.cat(images).cpu()
 
     def _write(self, trainer, module, name: str, images: torch.Tensor, tag: str) -> None:
@@ -181,9 +186,17 @@ class SampleGrids(pl.Callback):
             return
         dm = trainer.datamodule
         if not (self.dirpath / "reals.png").exists() and dm is not None and hasattr(dm, "real_images"):
-            self._write(trainer, module, "reals.png", dm.real_images(module.sample_z.shape[0], module.sample_c if module.sample_rows else None), "samples/reals")
+            self._write(
+                trainer,
+                module,
+                "reals.png",
+                dm.real_images(module.sample_z.shape[0], module.sample_c if module.sample_rows else None),
+                "samples/reals",
+            )
         if module.cur_nimg == 0:
-            self._write(trainer, module, f"fakes_{kimg_tag(0, self.image_kimg)}.png", self.render(module), "samples/fakes")
+            self._write(
+                trainer, module, f"fakes_{kimg_tag(0, self.image_kimg)}.png", self.render(module), "samples/fakes"
+            )
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if not trainer.is_global_zero:
@@ -192,7 +205,9 @@ class SampleGrids(pl.Callback):
         if tick is None and _is_last_step(trainer):
             tick = module.cur_kimg
         if tick is not None:
-            self._write(trainer, module, f"fakes_{kimg_tag(tick, self.image_kimg)}.png", self.render(module), "samples/fakes")
+            self._write(
+                trainer, module, f"fakes_{kimg_tag(tick, self.image_kimg)}.png", self.render(module), "samples/fakes"
+            )
 
 
 class ScalarLogger(pl.Callback):

@@ -1,4 +1,5 @@
 """Typed training hyperparameters, stored in every checkpoint beside the NetworkConfig."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,14 @@ class AugmentConfig(DictSerializable):
 
 
 # TrainConfig keys of checkpoints written before AugmentConfig (format 1) -> AugmentConfig fields.
-_FLAT_AUGMENT_KEYS = {"augment": "mode", "augment_p": "p", "ada_target": "target", "ada_interval": "interval",
-                      "ada_kimg": "kimg", "augment_kwargs": "pipe"}
+_FLAT_AUGMENT_KEYS = {
+    "augment": "mode",
+    "augment_p": "p",
+    "ada_target": "target",
+    "ada_interval": "interval",
+    "ada_kimg": "kimg",
+    "augment_kwargs": "pipe",
+}
 
 
 @dataclass
@@ -51,7 +58,7 @@ class TrainConfig(DictSerializable):
     compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no code generation, for CPU tests)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         """Also reads the flat keys of checkpoints written before AugmentConfig (total_kimg, augment_p, ada_* ...)."""
         d = dict(d)
         if "total_kimg" in d:

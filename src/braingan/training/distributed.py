@@ -17,6 +17,7 @@ Everything else that must agree across ranks is reduced explicitly by the module
 running mean, the ADA statistic (so p is identical everywhere), the mapping network's tracked w
 averages. `state_digests` fingerprints all of it, so a run can prove its ranks never diverged.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Exponential moving average of the generator weights (half-life in kimg, with ramp-up)."""
+
 from __future__ import annotations
 
 import torch

@@ -7,6 +7,7 @@ When the FID is the best so far, `checkpoints/best_fid.ckpt` is written (atomica
 N gives a biased FID that is only comparable with itself: use it to watch progress and pick a
 checkpoint, and `make eval` (N = 50,000) for the number to report.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,13 +29,13 @@ from .callbacks import crossed_tick, null_path
 class FIDMonitor(pl.Callback):
     def __init__(
         self,
-        dirpath: str | Path,            # the run's checkpoints/ folder (best_fid.ckpt goes here)
-        every_kimg: float,              # cadence in kimg
-        num_gen: int = 5000,            # generated images per evaluation
+        dirpath: str | Path,  # the run's checkpoints/ folder (best_fid.ckpt goes here)
+        every_kimg: float,  # cadence in kimg
+        num_gen: int = 5000,  # generated images per evaluation
         cache_dir: str | Path | None = None,  # real-statistics cache; None = compute in memory
-        batch_size: int = 64,           # images per generator / Inception call
-        seed: int = 0,                  # fixed latents: the curve moves only with the model
-        extractor: str | None = None,   # TorchScript extractor; None = the bundled TF Inception-v3
+        batch_size: int = 64,  # images per generator / Inception call
+        seed: int = 0,  # fixed latents: the curve moves only with the model
+        extractor: str | None = None,  # TorchScript extractor; None = the bundled TF Inception-v3
     ):
         self.dirpath = Path(dirpath)
         self.every_kimg, self.num_gen, self.batch_size, self.seed = every_kimg, num_gen, batch_size, seed
@@ -65,8 +66,15 @@ class FIDMonitor(pl.Callback):
             self._real = compute()
         else:
             geometry = dm.geometry
-            stats, _ = load_or_compute(self.cache_dir, [r.path for r in dataset.records], geometry.resolution,
-                                       geometry.fit, self._net.sha256, compute, int(dataset.images.shape[1]))
+            stats, _ = load_or_compute(
+                self.cache_dir,
+                [r.path for r in dataset.records],
+                geometry.resolution,
+                geometry.fit,
+                self._net.sha256,
+                compute,
+                int(dataset.images.shape[1]),
+            )
             self._real = stats.features
 
     @torch.no_grad()

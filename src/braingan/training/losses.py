@@ -4,6 +4,7 @@ Non-saturating logistic loss (Goodfellow et al. 2014), R1 gradient penalty on re
 (Mescheder et al. 2018) and path-length regularization (Karras et al. 2020). Each returns
 per-sample values or a scalar; the caller decides on weights and lazy intervals.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,7 +78,8 @@ def g_path_length_penalty(
     path_lengths: torch.Tensor,  # [N] from g_path_lengths
     pl_mean: torch.Tensor,  # [] running mean of the path length (a buffer)
     decay: float = 0.01,  # running-mean update rate
-    batch_mean: torch.Tensor | None = None,  # [] mean path length of the global batch (several processes); None = of path_lengths
+    batch_mean: torch.Tensor
+    | None = None,  # [] mean path length of the global batch (several processes); None = of path_lengths
 ) -> tuple[torch.Tensor, torch.Tensor]:  # penalty [N], new running mean []
     """(|J^T y| - a)^2 where `a` is the running mean of path lengths; returns the updated mean too."""
     if batch_mean is None:

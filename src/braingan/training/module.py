@@ -11,12 +11,13 @@ R1 gamma and path-length weight mean the same at any GPU count. The path-length 
 statistic and the tracked w averages are reduced too, and every checkpoint proves (by digests of
 all weights and buffers) that the ranks still agree.
 """
+
 from __future__ import annotations
 
 import copy
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -29,6 +30,7 @@ from ..nn.augment import AugmentPipe, ada_adjust
 from ..nn.config import NetworkConfig
 from ..nn.discriminator import Discriminator
 from ..nn.synthesis import Generator
+from ..utils.errors import UsageError
 from . import losses
 from .config import TrainConfig
 from .distributed import (
@@ -42,7 +44,6 @@ from .distributed import (
     state_digests,
 )
 from .ema import ema_beta, update_ema
-from ..utils.errors import UsageError
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,9 +58,10 @@ def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
 class StyleGAN2Module(pl.LightningModule):
     def __init__(
         self,
-        net: dict | NetworkConfig,   # network hyperparameters
-        train: dict | TrainConfig,   # training hyperparameters
-        data: dict | None = None,    # what generation needs about the data: class_names, geometry (SliceDataModule.data_info)
+        net: dict | NetworkConfig,  # network hyperparameters
+        train: dict | TrainConfig,  # training hyperparameters
+        data: dict
+        | None = None,  # what generation needs about the data: class_names, geometry (SliceDataModule.data_info)
     ):
         super().__init__()
         self.net_cfg = net if isinstance(net, NetworkConfig) else NetworkConfig.from_dict(net)
@@ -225,7 +227,9 @@ class StyleGAN2Module(pl.LightningModule):
             opts.append(torch.optim.Adam(params, lr=lr * ratio, betas=(tc.beta1**ratio, tc.beta2**ratio), eps=1e-8))
         return opts
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0, noise_mode: str = "const"):
+    def forward(
+        self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0, noise_mode: str = "const"
+    ):
         """Images from the EMA generator: [N, z_dim] -> [N, img_channels, R, R] in about [-1, 1]."""
         return self.G_ema(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode)
 
@@ -278,7 +282,9 @@ class StyleGAN2Module(pl.LightningModule):
             lengths = losses.g_path_lengths(img, ws)
             batch_mean = lengths.detach().mean().reshape(1)
             all_reduce_mean_([batch_mean])  # one running mean for all ranks
-            penalty, new_mean = losses.g_path_length_penalty(lengths, self.pl_mean, tc.pl_decay, batch_mean=batch_mean[0])
+            penalty, new_mean = losses.g_path_length_penalty(
+                lengths, self.pl_mean, tc.pl_decay, batch_mean=batch_mean[0]
+            )
             loss_pl = penalty.mean() * tc.pl_weight * tc.pl_interval
             if self._opt_step(opt_g, loss_pl, "G path length"):
                 self.pl_mean.copy_(new_mean.detach())
@@ -300,7 +306,9 @@ class StyleGAN2Module(pl.LightningModule):
         # Only finite logits count toward ADA's statistic (a NaN would make r_t NaN). Summed over
         # the ranks every step, so the statistic, and p, are the same on all of them.
         finite = torch.isfinite(d_real.detach())
-        self.ada_stat += all_reduce_sum(torch.stack([torch.where(finite, d_real.detach().sign(), 0).sum(), finite.sum().float()]))
+        self.ada_stat += all_reduce_sum(
+            torch.stack([torch.where(finite, d_real.detach().sign(), 0).sum(), finite.sum().float()])
+        )
         self._record("Loss/D", loss_d)
         self._record("D/real", d_real)
         self._record("D/fake", d_fake)

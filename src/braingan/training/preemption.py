@@ -16,6 +16,7 @@ The stop signals (SIGTERM from `kill`, `timeout`, systemd or a container stop; S
 take the same path without the requeue: finish the step, save last.ckpt, stop, and the entry
 point says where it saved and exits with 128 + the signal number, so the job never looks successful.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,9 @@ class Preemption(pl.Callback):
     process was started with ignored (SIGINT of a job started with `&`) stays ignored.
     """
 
-    def __init__(self, checkpoint, signals: Sequence[str | int] = ("USR2",),
-                 stop_signals: Sequence[str | int] = ("TERM", "INT")):
+    def __init__(
+        self, checkpoint, signals: Sequence[str | int] = ("USR2",), stop_signals: Sequence[str | int] = ("TERM", "INT")
+    ):
         self.checkpoint = checkpoint  # a KimgCheckpoint: .save(trainer, module, name)
         self.signals = [signal_number(s) for s in signals]
         self.stop_signals = [signal_number(s) for s in stop_signals if signal_number(s) not in self.signals]
@@ -114,8 +116,10 @@ class Preemption(pl.Callback):
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal"
         if self.saved_path is None:
             return f"stopped by {name} before anything was saved"
-        return (f"stopped by {name} at {self.saved_kimg:.3f} kimg; saved {self.saved_path}; continue with "
-                f"`make resume` or resume={self.saved_path}")
+        return (
+            f"stopped by {name} at {self.saved_kimg:.3f} kimg; saved {self.saved_path}; continue with "
+            f"`make resume` or resume={self.saved_path}"
+        )
 
     def teardown(self, trainer, module, stage: str) -> None:
         self.uninstall()

@@ -3,6 +3,7 @@
 GIF needs nothing beyond Pillow. MP4 is written through OpenCV when it is importable
 (`mp4_writer_available`); there is no other writer, and nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,11 +43,11 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float = 1e-7) 
 
 
 def interpolation_path(
-    keys: torch.Tensor,        # [K, ...] keyframes (latents), K >= 2
-    steps: int,                # frames per segment, the segment's start included, its end not
-    method: str = "linear",    # linear | slerp
-    loop: bool = True,         # True: the last keyframe runs back to the first (K segments)
-) -> torch.Tensor:             # [segments, steps + 1, ...]: each segment with both its ends
+    keys: torch.Tensor,  # [K, ...] keyframes (latents), K >= 2
+    steps: int,  # frames per segment, the segment's start included, its end not
+    method: str = "linear",  # linear | slerp
+    loop: bool = True,  # True: the last keyframe runs back to the first (K segments)
+) -> torch.Tensor:  # [segments, steps + 1, ...]: each segment with both its ends
     """Frames between consecutive keyframes; an animation plays [:, :-1] of every segment."""
     if method not in INTERPOLATIONS:
         raise UsageError(f"interpolation method={method!r} is not one of: {' | '.join(INTERPOLATIONS)}")
@@ -68,17 +69,19 @@ def _frames_as_images(frames: np.ndarray) -> list[Image.Image]:
 
 
 def save_gif(
-    frames: np.ndarray,            # uint8 [T, H, W, C], C = 1 (grayscale) or 3
+    frames: np.ndarray,  # uint8 [T, H, W, C], C = 1 (grayscale) or 3
     path: str | os.PathLike,
-    fps: float = 12.0,             # frames per second
-    loop: bool = True,             # True: play forever; False: once
+    fps: float = 12.0,  # frames per second
+    loop: bool = True,  # True: play forever; False: once
 ) -> None:
     """Animated GIF, atomically. Pillow merges identical consecutive frames (adding their time)."""
     images = _frames_as_images(frames)
     duration = max(round(1000.0 / fps), 20)  # ms; browsers slow anything under 20 ms down
     with atomic_path(path) as tmp:
         extra = {"loop": 0} if loop else {}
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, optimize=False, **extra)
+        images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, optimize=False, **extra
+        )
 
 
 def mp4_writer_available() -> bool:
@@ -90,9 +93,9 @@ def mp4_writer_available() -> bool:
 
 
 def save_mp4(
-    frames: np.ndarray,            # uint8 [T, H, W, C], C = 1 or 3
+    frames: np.ndarray,  # uint8 [T, H, W, C], C = 1 or 3
     path: str | os.PathLike,
-    fps: float = 12.0,             # frames per second
+    fps: float = 12.0,  # frames per second
 ) -> None:
     """MP4 (MPEG-4 part 2, 'mp4v') through OpenCV; raises RuntimeError when no writer is installed."""
     if not mp4_writer_available():
@@ -117,4 +120,3 @@ def save_mp4(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-

@@ -1,4 +1,5 @@
 """The device an inference tool runs on."""
+
 from __future__ import annotations
 
 import torch

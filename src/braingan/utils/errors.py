@@ -5,6 +5,7 @@ its `exit_code` (2 unless the error says otherwise; braingan/cli.py). Anything e
 fault we did not foresee and keeps its traceback. Raise these with a message that says what was
 expected, what was found and which setting or file to change.
 """
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Image grids and grayscale/RGB PNG writing."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Atomic file writes: a crash never leaves a half-written file under the final name."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Dataclass <-> plain dict, for hyperparameters stored inside checkpoints."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """What a SLURM job knows about itself, from the environment SLURM gives its tasks."""
+
 from __future__ import annotations
 
 import os
