@@ -10,8 +10,8 @@ of near copies) and audit_closest.png (the closest generated | training pairs), 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 import torch
@@ -105,7 +105,8 @@ def audit(
 @hydra.main(config_path=str(CONF_DIR), config_name="audit", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     with cli.user_errors("audit"):
-        settings = OmegaConf.to_container(cfg, resolve=True)  # conf/audit.yaml's keys are audit's arguments
+        # conf/audit.yaml's keys are audit's arguments
+        settings = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
         s = audit(resolve_ckpt(settings.pop("ckpt"), settings.pop("paths")["outputs"]), **settings)
     print(
         f"near copies: {s['near_copy_fraction']:.1%} of {s['num_generated']} generated slices "
@@ -123,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

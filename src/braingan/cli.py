@@ -15,6 +15,7 @@ import difflib
 import io
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -185,7 +186,7 @@ def _unknown_key(key: str, keys: set[str]) -> str:
 def _flat_keys(cfg, prefix: str = "") -> set[str]:
     """Every key of a composed config as a dotted path (values are not resolved)."""
     out: set[str] = set()
-    items = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else enumerate(cfg)
+    items: Any = cfg.items_ex(resolve=False) if isinstance(cfg, DictConfig) else enumerate(cfg)
     for k, _ in items:
         path = f"{prefix}{k}"
         out.add(path)

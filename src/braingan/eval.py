@@ -11,10 +11,10 @@ features are cached, keyed by the files, resolution, fit policy and extractor ha
 from __future__ import annotations
 
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 import numpy as np
@@ -110,7 +110,7 @@ def evaluate(
         desc="generated",
         total=num_gen,
     )
-    result = {"metrics": _metrics(real_feat, fake_feat, pr_k, kid_subsets, seed)}
+    result: dict[str, Any] = {"metrics": _metrics(real_feat, fake_feat, pr_k, kid_subsets, seed)}
     if per_class and G.c_dim > 0:
         result["per_class"] = {}
         for k, name in enumerate(class_names):
@@ -181,7 +181,8 @@ def format_table(result: dict) -> str:
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     with cli.user_errors("eval"):
-        settings = OmegaConf.to_container(cfg, resolve=True)  # conf/eval.yaml's keys are evaluate's arguments
+        # conf/eval.yaml's keys are evaluate's arguments
+        settings = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
         result = evaluate(resolve_ckpt(settings.pop("ckpt"), settings.pop("paths")["outputs"]), **settings)
     print(format_table(result))
     print(f"wrote {result['settings']['metrics_json']}")
@@ -192,4 +193,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

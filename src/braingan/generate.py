@@ -27,6 +27,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 import numpy as np
@@ -157,13 +158,13 @@ class Renderer:
     def images(
         self, ws: torch.Tensor, desc: str | None = None
     ) -> np.ndarray:  # [N, num_ws, w_dim] -> uint8 [N, H, W, C]
-        out = []
+        out: list[torch.Tensor] = []
         bar = tqdm(
             total=len(ws), desc=desc, unit="img", disable=not self.progress or desc is None or len(ws) <= self.batch
         )
         for i in range(0, len(ws), self.batch):
             img = to_uint8(self.G.synthesis(ws[i : i + self.batch], noise_mode=self.noise_mode)).cpu()  # [n, C, R, R]
-            out.append(self.geometry.to_native(img) if self.geometry is not None else img)
+            out.append(cast(torch.Tensor, self.geometry.to_native(img)) if self.geometry is not None else img)
             bar.update(len(img))
         bar.close()
         return torch.cat(out).permute(0, 2, 3, 1).numpy()
@@ -288,12 +289,13 @@ def write_embedding(r: Renderer, out: Path, classes: list[tuple[int | None, str]
     if n < 2:
         raise UsageError(f"embedding.samples={opt.samples} must be at least 2")
     rng = np.random.RandomState(int(opt.seed))
-    ws, labels = [], []
+    ws: list[torch.Tensor] = []
+    label_list: list[int] = []
     for label, _ in classes:
         z = torch.from_numpy(rng.randn(n, r.G.z_dim)).float().to(r.device)
         ws.append(torch.cat([r.ws(z[i : i + 1024], label)[:, 0] for i in range(0, n, 1024)]).cpu())  # [n, w_dim]
-        labels += [label or 0] * n
-    w, labels = torch.cat(ws), np.asarray(labels)
+        label_list += [label or 0] * n
+    w, labels = torch.cat(ws), np.asarray(label_list)
     names = [name or "all" for _, name in classes]
     order = [label or 0 for label, _ in classes]
     codes = np.asarray([order.index(k) for k in labels])  # index into names
@@ -304,7 +306,13 @@ def write_embedding(r: Renderer, out: Path, classes: list[tuple[int | None, str]
         centers = ((avg - torch.from_numpy(basis[0])) @ torch.from_numpy(basis[1:]).T).numpy()
     axes = [f"PC{k + 1} ({100 * v:.1f}% of variance)" for k, v in enumerate(ratio)]
     scatter_embedding(points, codes, names, out / "embedding_pca.png", "w, PCA", axes, centers)
-    arrays = {"w": w.numpy(), "labels": labels, "class_names": np.asarray(names), "pca": points, "pca_basis": basis}
+    arrays: dict[str, Any] = {
+        "w": w.numpy(),
+        "labels": labels,
+        "class_names": np.asarray(names),
+        "pca": points,
+        "pca_basis": basis,
+    }
     if "umap" in opt.methods and not umap_available():
         log.info("umap-learn is not installed: PCA only (pip install umap-learn for a UMAP plot)")
     elif "umap" in opt.methods:
@@ -370,9 +378,9 @@ def generate(
     seed_list = parse_seeds(seeds)
     path = resolve_ckpt(ckpt)
     out = Path(out).expanduser() if out not in (None, "") else default_out(path)
-    device = resolve_device(device)
+    torch_device = resolve_device(device)
     info = read_info(path)  # classes and native size; names a file that is not a checkpoint before unpickling it
-    G = load_generator(path, which).to(device)
+    G = load_generator(path, which).to(torch_device)
     classes = pick_classes(G, info.class_names, class_name, class_index)
     r = Renderer(G, info.geometry, psi, truncation_cutoff, noise_mode, batch, progress)
     opts = [
@@ -391,19 +399,19 @@ def generate(
         if "images" in what:
             write_images(r, out, seed_list, label, tag[1:])
         if "grid" in what:
-            write_grid(r, out, seed_list, label, tag, opts[0])
+            write_grid(r, out, seed_list, label, tag, cast(GridOptions, opts[0]))
         if "interp" in what:
-            write_interp(r, out, label, tag, opts[1])
+            write_interp(r, out, label, tag, cast(InterpOptions, opts[1]))
         if "mixing" in what:
-            write_mixing(r, out, label, tag, opts[2])
+            write_mixing(r, out, label, tag, cast(MixingOptions, opts[2]))
     if "embedding" in what:
-        write_embedding(r, out, classes, opts[3])
+        write_embedding(r, out, classes, cast(EmbeddingOptions, opts[3]))
     return out
 
 
 def generate_from_config(cfg: DictConfig) -> Path:
     """`generate` with the values of a composed conf/generate.yaml."""
-    values = OmegaConf.to_container(cfg, resolve=True)
+    values = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     values.pop("hydra", None)
     return generate(**values)
 

@@ -33,6 +33,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -101,16 +102,17 @@ def name_volumes(paths: Sequence[Path], root: Path, subject_regex: str) -> list[
             f"{len(relpaths)} volumes under input={root} but not {', '.join(unmatched[:3])}{more}; "
             f"{hint}, or narrow patterns to the volumes you want"
         )
-    bad = sorted({s for s in subjects if not SAFE_ID.match(s) or "_slice_" in s})
+    ids = cast(list[str], subjects)  # every volume matched (checked above)
+    bad = sorted({s for s in ids if not SAFE_ID.match(s) or "_slice_" in s})
     if bad:
         raise DatasetError(
             f"subject_regex='{subject_regex}' captures subject ids unusable in file names "
             f"({', '.join(bad[:3])}); capture only letters, digits, '.', '_' and '-'"
         )
-    count = {s: subjects.count(s) for s in set(subjects)}
+    count = {s: ids.count(s) for s in set(ids)}
     seen: dict[str, int] = {}
     volumes = []
-    for path, relpath, subject in zip(paths, relpaths, subjects):
+    for path, relpath, subject in zip(paths, relpaths, ids):
         seen[subject] = seen.get(subject, 0) + 1
         case = subject if count[subject] == 1 else f"{subject}-{seen[subject]}"
         volumes.append(Volume(path=path, relpath=relpath, subject=subject, case=case))
@@ -244,7 +246,7 @@ def prepare(
 
 def prepare_from_config(cfg: DictConfig) -> Path:
     """`prepare` with the values of a composed conf/prepare.yaml."""
-    values = OmegaConf.to_container(cfg, resolve=True)
+    values = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     values.pop("hydra", None)
     return prepare(**values)
 

@@ -31,6 +31,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 from omegaconf import DictConfig
@@ -127,7 +128,7 @@ def target_kimg(run: Path) -> float | None:
     from omegaconf import OmegaConf
 
     try:
-        return float(OmegaConf.load(RunDir(run).config)["kimg"])
+        return float(cast(DictConfig, OmegaConf.load(RunDir(run).config))["kimg"])
     except Exception:
         return None
 
@@ -283,7 +284,7 @@ def collect(sweep: Path) -> tuple[list[str], list[dict]]:
         target = target_kimg(run)
         outcome, message = job_outcome(sweep, job)
         values = dict(split_override(o) for o in over)
-        row = {"run": run.relative_to(sweep).as_posix()}
+        row: dict[str, Any] = {"run": run.relative_to(sweep).as_posix()}
         row.update({k: values.get(k, "") for k in keys})
         row.update(
             {

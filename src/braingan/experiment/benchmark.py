@@ -13,6 +13,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import cast
 
 import pytorch_lightning as pl
 import torch
@@ -145,7 +146,7 @@ def measure_training(cfg: DictConfig, warmup: int, steps: int) -> tuple[StyleGAN
 def measure_generation(G: torch.nn.Module, device: torch.device, batch: int, warmup: int, batches: int) -> float:
     """img/s of the EMA generator, drawn as eval draws it (noise_mode=random, uint8 on the host)."""
     G = G.to(device).eval()
-    labels = torch.arange((warmup + batches) * batch) % max(G.c_dim, 1)
+    labels = torch.arange((warmup + batches) * batch) % max(cast(int, G.c_dim), 1)
     stream = generated_batches(G, labels, batch, seed=0, device=device)
     for _ in range(warmup):
         next(stream)

@@ -8,6 +8,8 @@ deferred write of <run>/.hydra (train() writes it once the command is known to r
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import cast
 
 from omegaconf import OmegaConf
 
@@ -54,7 +56,10 @@ def train_arguments(args: list[str], cuda: bool, local_rank: int = 0) -> list[st
     """The overrides `python -m braingan.train` hands to Hydra for the command line `args`."""
     args = replay_overrides(args)
     # resume=last, pinned now: ranks that Lightning starts later re-read this command line.
-    args = [f"resume={resolve_resume('last', outputs_of(args)).resolve()}" if a == "resume=last" else a for a in args]
+    args = [
+        f"resume={cast(Path, resolve_resume('last', outputs_of(args))).resolve()}" if a == "resume=last" else a
+        for a in args
+    ]
     extra = []
     preset = default_preset(args, cuda)
     if preset is not None:

@@ -12,6 +12,7 @@ import logging.handlers
 import signal
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -88,7 +89,7 @@ def train(cfg: DictConfig) -> Path:
         raise
     except Exception as error:
         if is_no_space(error):
-            raise NoSpaceError(no_space_message(run, error)) from None
+            raise NoSpaceError(no_space_message(run, cast(OSError, error))) from None  # is_no_space: an OSError
         # Launchers (submitit) keep the exception in their own files: put it in the run's log too.
         log.exception("training failed")
         raise
@@ -128,7 +129,7 @@ def write_run_files(cfg: DictConfig, run: RunDir, trainer: pl.Trainer, dm: Slice
         )
     save_run_files(run, cfg)
     write_manifest(dm.records, run.manifest)
-    fid = next((c for c in trainer.callbacks if isinstance(c, FIDMonitor)), None)
+    fid = next((c for c in cast(Any, trainer).callbacks if isinstance(c, FIDMonitor)), None)
     log_hyperparameters(trainer.logger, run_config, HPARAMS_METRICS + ((fid.tag,) if fid else ()))
 
 

@@ -15,6 +15,7 @@ import inspect
 import math
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -35,7 +36,9 @@ def _fields(cls) -> set[str]:
 
 def _pick(node, cls) -> dict:
     """The keys of `node` that are fields of `cls`, resolved to plain values."""
-    values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    values = cast(
+        dict[str, Any], OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    )
     names = _fields(cls)
     return {k: v for k, v in values.items() if k in names}
 
@@ -67,7 +70,7 @@ def optional_path(value) -> str | None:
 
 def build_datamodule(cfg: DictConfig, world_size: int = 1, manifest_path: Path | None = None) -> SliceDataModule:
     """The run's SliceDataModule: the `dataset:` node's keys are its arguments; each process takes batch / world_size."""
-    ds = OmegaConf.to_container(cfg.dataset, resolve=True)
+    ds = cast(dict[str, Any], OmegaConf.to_container(cfg.dataset, resolve=True))
     name = ds.pop("name")
     if isinstance(ds.get("classes"), str):  # dataset.classes=AD means [AD]
         ds["classes"] = [ds["classes"]]
@@ -135,7 +138,7 @@ def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -
             "kimg": cfg.kimg,
             "r1_gamma": TrainConfig.resolve_r1_gamma(m.r1_gamma, cfg.resolution, cfg.batch_size),
             "ema_kimg": TrainConfig.resolve_ema_kimg(m.ema_kimg, cfg.batch_size),
-            "augment": AugmentConfig(**OmegaConf.to_container(cfg.augment, resolve=True)),
+            "augment": AugmentConfig(**cast(dict[str, Any], OmegaConf.to_container(cfg.augment, resolve=True))),
             "max_nonfinite": cfg.max_nonfinite,
             "num_samples": cfg.schedule.num_samples,
         }
@@ -197,7 +200,7 @@ def check_settings(cfg: DictConfig, processes: int) -> None:
 
 def flat_settings(cfg: DictConfig) -> dict:
     """The resolved config as {'a/b/c': scalar}: what checkpoints store as the run's settings."""
-    return _flatten(OmegaConf.to_container(cfg, resolve=True))
+    return _flatten(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

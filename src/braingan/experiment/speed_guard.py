@@ -12,6 +12,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ def compare_curves(
     a, b = np.asarray(va, np.float64)[ia], np.asarray(vb, np.float64)[ib]
     finite = np.isfinite(a) & np.isfinite(b)
     common, a, b = common[finite], a[finite], b[finite]
-    result = {
+    result: dict[str, Any] = {
         "points": {"plain": len(sa), "optimized": len(sb), "common": len(common)},
         "first_step": None,
         "mad_over_std": None,
@@ -110,7 +111,7 @@ def plot_overlay(
 def speed_settings(cfg: DictConfig) -> dict:
     """The speed switches of a run's config as its networks get them (build_configs: channels_last=auto resolved)."""
     net, train_cfg = build_configs(cfg)
-    out = {
+    out: dict[str, Any] = {
         "fused_upconv": net.fused_upconv,
         "fused_bias_act": net.fused_bias_act,
         "channels_last": net.channels_last,

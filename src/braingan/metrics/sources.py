@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -78,8 +79,8 @@ def generated_batches(
     torch.manual_seed(seed)  # the noise inputs draw from the global generator
     for start in range(0, len(labels), batch_size):
         lab = labels[start : start + batch_size]
-        z = torch.randn(len(lab), G.z_dim, generator=g).to(device)
-        c = F.one_hot(lab.long(), G.c_dim).float().to(device) if G.c_dim > 0 else None
+        z = torch.randn(len(lab), cast(int, G.z_dim), generator=g).to(device)
+        c = F.one_hot(lab.long(), cast(int, G.c_dim)).float().to(device) if cast(int, G.c_dim) > 0 else None
         with torch.no_grad():
             yield to_uint8(G(z, c, truncation_psi=truncation_psi, noise_mode="random")).cpu()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -36,12 +37,12 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
 
 def event_dir(run: str | Path) -> Path:
     """The folder of the run's event files: <run>/tb, or `run` itself when it is that folder."""
-    run = RunDir(run)
-    for folder in (run.tb, run.path):
+    rd = RunDir(cast(Path, run))  # RunDir takes a str as well
+    for folder in (rd.tb, rd.path):
         if folder.is_dir() and any(folder.glob(EVENTS)):
             return folder
     raise MissingFileError(
-        f"no TensorBoard event files in {run.tb}; run= must be a training run folder (outputs/<date>/<time>)"
+        f"no TensorBoard event files in {rd.tb}; run= must be a training run folder (outputs/<date>/<time>)"
     )
 
 

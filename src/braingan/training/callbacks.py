@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO, cast
 
 import pytorch_lightning as pl
 import torch
@@ -98,7 +99,7 @@ class DirectCheckpointIO(TorchCheckpointIO):
             with open(path, "wb") as f:
                 writer = _RecordingWriter(f)
                 try:
-                    torch.save(checkpoint, writer)
+                    torch.save(checkpoint, cast(IO[bytes], writer))
                 except RuntimeError:
                     if writer.error is not None:
                         raise writer.error from None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -36,6 +37,7 @@ class GANDDPStrategy(DDPStrategy):
 
     def configure_ddp(self) -> None:
         # Same start on every rank: rank 0's parameters and buffers.
+        assert self.model is not None  # Lightning sets it before configure_ddp
         _sync_module_states(self.model)
 
 
@@ -76,7 +78,7 @@ def average_gradients_(params: Iterable[torch.nn.Parameter]) -> None:
     params = [p for p in params if p.grad is not None]
     if not params or not is_distributed():
         return
-    all_reduce_mean_([p.grad for p in params])
+    all_reduce_mean_([cast(torch.Tensor, p.grad) for p in params])
 
 
 def missing_grads(named_params: Iterable[tuple[str, torch.nn.Parameter]]) -> list[str]:

@@ -60,6 +60,7 @@ class FIDMonitor(pl.Callback):
 
         def compute() -> np.ndarray:
             images = torch.from_numpy(np.asarray(dataset.images))
+            assert self._net is not None  # set just above
             return extract_features(self._net, images, self.batch_size, progress=False, desc="real train")
 
         if self.cache_dir is None:
@@ -87,6 +88,7 @@ class FIDMonitor(pl.Callback):
         cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         try:
             batches = generated_batches(G, labels, self.batch_size, self.seed, 1.0, module.device)
+            assert self._net is not None  # set by _prepare
             fake = extract_features(self._net, batches, progress=False, total=self.num_gen)
         finally:
             torch.set_rng_state(state)

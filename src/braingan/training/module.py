@@ -18,6 +18,7 @@ import copy
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -56,6 +57,8 @@ def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
 
 
 class StyleGAN2Module(pl.LightningModule):
+    ada_stat: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(
         self,
         net: dict | NetworkConfig,  # network hyperparameters
@@ -158,7 +161,7 @@ class StyleGAN2Module(pl.LightningModule):
             # dynamic=False: the main phases see one batch shape per rank (drop_last), so one
             # static graph per grad mode / requires_grad pattern; no symbolic shapes.
             tc = self.train_cfg
-            opts = {"backend": tc.compile_backend, "dynamic": False}
+            opts: dict[str, Any] = {"backend": tc.compile_backend, "dynamic": False}
             if tc.compile_backend == "inductor" or tc.compile_mode != "default":
                 opts["mode"] = tc.compile_mode  # the modes are inductor's; other backends reject them
             self._compiled = {"synthesis": torch.compile(self.G.synthesis, **opts), "D": torch.compile(self.D, **opts)}
@@ -207,7 +210,9 @@ class StyleGAN2Module(pl.LightningModule):
                 for p in group["params"]:
                     if p.grad is not None:
                         torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
-        scaler = getattr(getattr(self.trainer, "precision_plugin", None), "scaler", None) if self._trainer else None
+        scaler: Any = (
+            getattr(getattr(self.trainer, "precision_plugin", None), "scaler", None) if self._trainer else None
+        )
         scale = scaler.get_scale() if scaler is not None else None
         opt.step()
         # 16-mixed: the scaler skips a step with inf/NaN gradients and lowers its scale; count it.
@@ -348,6 +353,7 @@ class StyleGAN2Module(pl.LightningModule):
             rt = float(stat[0] / stat[1])
             tc = self.train_cfg
             new_p = ada_adjust(self.ada_p, rt, tc.augment.target, tc.batch_size * tc.augment.interval, tc.augment.kimg)
+            assert self.augment_pipe is not None  # augment.mode == "ada" builds one
             self.augment_pipe.p.fill_(new_p)
             self._record("ADA/rt", torch.tensor(rt, device=self.device))
         self.ada_stat.zero_()

@@ -23,6 +23,7 @@ import logging
 import signal
 import subprocess
 from collections.abc import Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -62,7 +63,7 @@ class Preemption(pl.Callback):
         self.stop_signal: int | None = None  # set when the stop is not for a requeue
         self.saved_path = None  # where the stop saved (None: not yet), and at which kimg
         self.saved_kimg: float | None = None
-        self._previous: dict[int, object] = {}  # handlers ours replaced, while installed
+        self._previous: dict[int, Any] = {}  # handlers ours replaced, while installed
         self._earlier: dict[int, object] = {}  # the same, kept after uninstall for requeue()
 
     def _handler(self, signum, frame) -> None:
