@@ -160,7 +160,10 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_run_untouched(runs, tool, m
 def test_resume_last_without_any_run_is_one_line(tmp_path):
     proc = run_tool("train", ["resume=last"], cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"train: resume=last: no checkpoints/last.ckpt found under {tmp_path / 'outputs'}"
+    assert (
+        proc.stderr.strip()
+        == f"train: resume=last: no outputs/**/checkpoints/last.ckpt under {tmp_path}; pass resume=<file>"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
