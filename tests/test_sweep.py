@@ -65,7 +65,7 @@ def test_make_sweep_runs_one_slurm_job_per_point(tmp_path, demo_root, slurm_clus
         for o in tiny_overrides(tmp_path, demo_root, 0.032, **extra)
         # run_dir stays ${hydra:runtime.output_dir}: one folder per job. The slice cache comes from
         # BRAINGAN_CACHE below, which shows that sbatch hands the environment to the jobs.
-        if not o.startswith(("run_dir=", "dataset.cache_dir="))
+        if not o.startswith(("run_dir=", "dataset.cache_dir=", "paths.cache="))
     ]
     env = {**os.environ, "BRAINGAN_CACHE": str(env_cache), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
