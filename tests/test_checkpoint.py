@@ -18,6 +18,7 @@ from braingan.checkpoint import (
     newest_intact_checkpoint,
     read_checkpoint,
 )
+from braingan.rundir import RunDir
 from braingan.utils.errors import MissingFileError
 
 REAL = Path(__file__).parent / "fixtures" / "conditional_v0" / "last.ckpt"  # a real training checkpoint
@@ -80,7 +81,7 @@ def test_a_damaged_checkpoint_names_the_newest_intact_one_of_its_run(tmp_path):
     (folder / "kimg_000000.096.ckpt").write_bytes(REAL.read_bytes()[:1000])  # a snapshot cut short too
     last = folder / "last.ckpt"
     last.write_bytes(REAL.read_bytes()[: REAL.stat().st_size // 2])
-    assert newest_intact_checkpoint(folder, exclude=last) == folder / "kimg_000000.064.ckpt"
+    assert newest_intact_checkpoint(RunDir(folder.parent), exclude=last) == folder / "kimg_000000.064.ckpt"
     with pytest.raises(CheckpointError) as info:
         read_checkpoint(last, setting="resume")
     assert str(info.value) == (

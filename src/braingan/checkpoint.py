@@ -30,7 +30,7 @@ import torch
 
 from .nn.config import NetworkConfig
 from .nn.synthesis import Generator
-from .rundir import LAST, SNAPSHOT_GLOB, RunDir, snapshot_tag
+from .rundir import RunDir, snapshot_tag
 from .utils.errors import MissingFileError, UsageError
 
 FORMAT_VERSION = 2  # written into every new checkpoint; a file without it is version 1
@@ -175,14 +175,14 @@ def _torch_archive(names: list[str]) -> bool:
     return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
 
 
-def newest_intact_checkpoint(folder: Path, exclude: Path | None = None) -> Path | None:
+def newest_intact_checkpoint(run: RunDir, exclude: Path | None = None) -> Path | None:
     """The newest checkpoint in a run's checkpoints/ folder whose archive is whole, other than `exclude`.
 
     Snapshots are tried newest first (their kimg tags sort in time order), then last.ckpt. Only
     the zip structure is read: nothing is unpickled from files the user did not name.
     """
     exclude = exclude.resolve() if exclude is not None else None
-    candidates = sorted(folder.glob(SNAPSHOT_GLOB), reverse=True) + [folder / LAST]
+    candidates = [*reversed(run.snapshots()), run.last]
     for candidate in candidates:
         if not candidate.is_file() or candidate.resolve() == exclude:
             continue
@@ -196,7 +196,7 @@ def _damaged(path: Path, reason: str, setting: str) -> str:
     message = f"{setting}={path} is damaged ({reason})"
     if not RunDir.in_run(path):  # not in a run's checkpoints/ folder: there are no siblings to offer
         return message
-    intact = newest_intact_checkpoint(path.parent, exclude=path)
+    intact = newest_intact_checkpoint(RunDir(path.parent.parent), exclude=path)
     if intact is None:
         return message + f"; no intact checkpoint found beside it in {path.parent}"
     tag = snapshot_tag(intact)

@@ -39,12 +39,13 @@ from . import cli
 from .checkpoint import load_generator, read_info
 from .confdir import CONF_DIR
 from .data.fit import Geometry
+from .experiment.resume import resolve_ckpt
 from .nn.synthesis import Generator
 from .reporting.figures import scatter_embedding
-from .rundir import OUTPUTS, RunDir, newest_last_checkpoint
+from .rundir import RunDir
 from .utils.animation import interpolation_path, mp4_writer_available, save_gif, save_mp4
 from .utils.device import resolve_device
-from .utils.errors import MissingFileError, UsageError
+from .utils.errors import UsageError
 from .utils.images import save_image, to_uint8
 
 log = logging.getLogger(__name__)
@@ -333,16 +334,6 @@ def write_embedding(r: Renderer, out: Path, classes: list[tuple[int | None, str]
 def default_out(ckpt: Path) -> Path:
     """<run>/generate of the checkpoint's run (<run>/checkpoints/x.ckpt), or generate/ beside a loose file."""
     return RunDir.of_checkpoint(ckpt).generate
-
-
-def resolve_ckpt(ckpt) -> Path:
-    """ckpt=null or 'last' -> the newest outputs/**/checkpoints/last.ckpt; else that file, which must exist."""
-    if ckpt in (None, "", "last"):
-        return newest_last_checkpoint(OUTPUTS, setting="ckpt")
-    path = Path(str(ckpt)).expanduser()
-    if not path.is_file():
-        raise MissingFileError(f"ckpt={ckpt}: no such checkpoint file")
-    return path
 
 
 def generate(

@@ -31,8 +31,9 @@ from pathlib import Path
 from .utils.errors import MissingFileError
 
 OUTPUTS = Path("outputs")  # relative to the working directory, as Hydra's run folders are
-SWEEPS = OUTPUTS / "multirun"
-SLURM_RUNS = OUTPUTS / "slurm"
+MULTIRUN = "multirun"  # sweeps, in OUTPUTS
+SLURM = "slurm"  # runs of SLURM batch jobs, in OUTPUTS
+SWEEPS = OUTPUTS / MULTIRUN
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 BEST_FID = "best_fid.ckpt"
@@ -40,7 +41,8 @@ SNAPSHOT_PREFIX = "kimg_"
 SNAPSHOT_GLOB = f"{SNAPSHOT_PREFIX}*.ckpt"
 HYDRA_SUBDIR = ".hydra"
 OVERRIDES = "overrides.yaml"  # the command line's overrides in HYDRA_SUBDIR: the marker of a run
-RUN_FILES = ("config.yaml", "hydra.yaml", OVERRIDES)  # what Hydra writes into HYDRA_SUBDIR
+CONFIG = "config.yaml"  # the composed settings in HYDRA_SUBDIR
+HYDRA_CONFIG = "hydra.yaml"  # Hydra's own settings in HYDRA_SUBDIR
 TB = "tb"
 EVENTS = "events.out.tfevents.*"  # TensorBoard's event files in TB
 NOT_RUNS = ("guard",)  # folders of OUTPUTS whose training runs are a tool's (make guard's pairs), not runs of their own
@@ -92,11 +94,11 @@ class RunDir:
 
     @property
     def config(self) -> Path:
-        return self.hydra / "config.yaml"
+        return self.hydra / CONFIG
 
     @property
     def hydra_config(self) -> Path:
-        return self.hydra / "hydra.yaml"
+        return self.hydra / HYDRA_CONFIG
 
     @property
     def overrides(self) -> Path:
@@ -203,7 +205,7 @@ def _natural_key(path: Path) -> list:
 
 def slurm_run(job: str, outputs: str | os.PathLike = OUTPUTS) -> Path:
     """<outputs>/slurm/<job id>: where a SLURM batch job (and its requeues) writes its run."""
-    return Path(outputs) / SLURM_RUNS.name / job
+    return Path(outputs) / SLURM / job
 
 
 def tool_output(tool: str, stamp: str, suffix: str = "", outputs: str | os.PathLike = OUTPUTS) -> Path:

@@ -54,12 +54,13 @@ def default_preset(args: list[str], cuda: bool) -> str | None:
 
 def train_arguments(args: list[str], cuda: bool, local_rank: int = 0) -> list[str]:
     """The overrides `python -m braingan.train` hands to Hydra for the command line `args`."""
-    args = replay_overrides(args)
-    # resume=last, pinned now: ranks that Lightning starts later re-read this command line.
+    # resume=last, pinned now: ranks that Lightning starts later re-read this command line (and the
+    # replay below then reads that file instead of searching outputs/ a second time).
     args = [
         f"resume={cast(Path, resolve_resume('last', outputs_of(args))).resolve()}" if a == "resume=last" else a
         for a in args
     ]
+    args = replay_overrides(args)
     extra = []
     preset = default_preset(args, cuda)
     if preset is not None:

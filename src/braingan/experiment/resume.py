@@ -74,7 +74,7 @@ def resolve_resume(resume: str | None, outputs: str | os.PathLike = OUTPUTS) -> 
     return path
 
 
-def resolve_ckpt(ckpt: str | None, outputs: str | os.PathLike = OUTPUTS) -> Path:
+def resolve_ckpt(ckpt: str | os.PathLike | None, outputs: str | os.PathLike = OUTPUTS) -> Path:
     """ckpt=null or 'last' -> the newest last.ckpt under `outputs`; else that file (must exist)."""
     if is_unset(ckpt) or str(ckpt) == "last":
         return newest_last_checkpoint(outputs, setting="ckpt")

@@ -22,7 +22,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from ..checkpoint import CheckpointInfo, read_info
 from ..data.datamodule import SliceDataModule
 from ..data.manifest import write_manifest
-from ..rundir import HYDRA_SUBDIR, RUN_FILES, RunDir
+from ..rundir import HYDRA_SUBDIR, RunDir
 from ..training.callbacks import log_hyperparameters
 from ..training.fid_monitor import FIDMonitor
 from ..training.module import StyleGAN2Module
@@ -149,9 +149,8 @@ def save_run_files(run: RunDir, cfg: DictConfig) -> None:
     hc = OmegaConf.create({"hydra": OmegaConf.to_container(HydraConfig.get(), resolve=False)})
     hc.hydra.output_subdir = HYDRA_SUBDIR
     hc.hydra.overrides.hydra = [o for o in hc.hydra.overrides.hydra if o != DEFER_HYDRA_FILES]
-    nodes = dict(zip(RUN_FILES, (cfg, hc, hc.hydra.overrides.task)))
-    for name, node in nodes.items():
-        with atomic_path(run.hydra / name) as tmp:
+    for path, node in ((run.config, cfg), (run.hydra_config, hc), (run.overrides, hc.hydra.overrides.task)):
+        with atomic_path(path) as tmp:
             tmp.write_text(OmegaConf.to_yaml(node), encoding="utf-8")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 
@@ -37,7 +36,7 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
 
 def event_dir(run: str | Path) -> Path:
     """The folder of the run's event files: <run>/tb, or `run` itself when it is that folder."""
-    rd = RunDir(cast(Path, run))  # RunDir takes a str as well
+    rd = RunDir(Path(run))
     for folder in (rd.tb, rd.path):
         if folder.is_dir() and any(folder.glob(EVENTS)):
             return folder
