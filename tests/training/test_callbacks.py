@@ -55,7 +55,7 @@ def test_atomic_path_file_has_the_mode_of_a_plain_write(tmp_path):
 
 
 def test_null_path_hands_the_target_over_and_writes_nothing(tmp_path):
-    from braingan.training.callbacks import null_path
+    from braingan.utils.io import null_path
 
     target = tmp_path / "best_fid.ckpt"
     with null_path(target) as path:

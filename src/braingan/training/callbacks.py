@@ -6,11 +6,10 @@ the module's image counter, so the cadences survive a resume unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, cast
 
@@ -21,7 +20,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ..rundir import LAST, snapshot_name
 from ..utils.images import save_grid
-from ..utils.io import atomic_path, kimg_tag
+from ..utils.io import atomic_path, kimg_tag, null_path
 
 
 def crossed_tick(prev_nimg: int, cur_nimg: int, every_kimg: float | None) -> float | None:
@@ -141,12 +140,6 @@ def log_hyperparameters(logger, params: dict, metric_tags: Sequence[str]) -> Non
     for summary in hparams(values, {tag: 0.0 for tag in metric_tags}):
         writer.add_summary(summary)
     writer.flush()
-
-
-@contextlib.contextmanager
-def null_path(path: str | os.PathLike) -> Iterator[Path]:
-    """The twin of utils.io.atomic_path for ranks that do not write: yields `path` itself and renames nothing."""
-    yield Path(path)
 
 
 class SampleGrids(pl.Callback):

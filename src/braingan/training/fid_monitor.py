@@ -22,8 +22,8 @@ from ..metrics.inception import InceptionFeatures
 from ..metrics.sources import generated_batches, sample_labels
 from ..metrics.stats_cache import load_or_compute
 from ..rundir import BEST_FID
-from ..utils.io import atomic_path
-from .callbacks import crossed_tick, null_path
+from ..utils.io import atomic_path, null_path
+from .callbacks import crossed_tick
 
 
 class FIDMonitor(pl.Callback):

@@ -36,6 +36,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def null_path(path: str | os.PathLike) -> Iterator[Path]:
+    """The twin of `atomic_path` for ranks that do not write: yields `path` itself and renames nothing."""
+    yield Path(path)
+
+
 def plain_mode(path: str | os.PathLike) -> None:
     """Gives a file made by mkstemp (0600) the mode a plain open() would (0666 less the umask).
 
