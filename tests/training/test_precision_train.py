@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ from braingan.nn.config import NetworkConfig
 from braingan.nn.discriminator import Discriminator
 from braingan.nn.synthesis import Generator
 from braingan.training import losses
-from helpers.runs import REPO, compose, tiny_overrides
+from helpers.runs import compose, run_tool, tiny_overrides
 
 
 @pytest.mark.parametrize(
@@ -114,15 +112,7 @@ def test_bf16_mixed_entry_point_trains_with_finite_losses_and_weights(tmp_path, 
     )
     overrides = [o for o in overrides if not o.startswith("run_dir=")] + [f"hydra.run.dir={run}"]
     env = {**os.environ, "BRAINGAN_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "braingan.train", *overrides],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    proc = run_tool("train", overrides, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
