@@ -34,11 +34,13 @@ def _fields(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def _pick(node, cls) -> dict:
-    """The keys of `node` that are fields of `cls`, resolved to plain values."""
-    values = cast(
-        dict[str, Any], OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-    )
+def _plain(node) -> dict[str, Any]:
+    """A config node as a plain dict, interpolations resolved."""
+    return cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))
+
+
+def _pick(values: dict[str, Any], cls) -> dict[str, Any]:
+    """The entries of `values` whose keys are fields of `cls`."""
     names = _fields(cls)
     return {k: v for k, v in values.items() if k in names}
 
@@ -70,7 +72,7 @@ def optional_path(value) -> str | None:
 
 def build_datamodule(cfg: DictConfig, world_size: int = 1, manifest_path: Path | None = None) -> SliceDataModule:
     """The run's SliceDataModule: the `dataset:` node's keys are its arguments; each process takes batch / world_size."""
-    ds = cast(dict[str, Any], OmegaConf.to_container(cfg.dataset, resolve=True))
+    ds = _plain(cfg.dataset)
     name = ds.pop("name")
     if isinstance(ds.get("classes"), str):  # dataset.classes=AD means [AD]
         ds["classes"] = [ds["classes"]]
@@ -118,7 +120,7 @@ def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -
     model.r1_gamma=auto and model.ema_kimg=auto resolve from the resolution and the global batch.
     """
     check_keys(cfg)
-    m, speed = cfg.model, cfg.speed
+    m, speed = _plain(cfg.model), _plain(cfg.speed)
     net = NetworkConfig(
         **{
             **_pick(m, NetworkConfig),
@@ -126,8 +128,8 @@ def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -
             "img_resolution": cfg.resolution,
             "img_channels": cfg.img_channels,
             "c_dim": c_dim,
-            "conv_clamp": NetworkConfig.resolve_conv_clamp(m.conv_clamp, precision, m.num_fp16_res),
-            "channels_last": resolve_channels_last(speed.channels_last, cfg.trainer.accelerator),
+            "conv_clamp": NetworkConfig.resolve_conv_clamp(m["conv_clamp"], precision, m["num_fp16_res"]),
+            "channels_last": resolve_channels_last(speed["channels_last"], cfg.trainer.accelerator),
         }
     )
     train = TrainConfig(
@@ -136,9 +138,9 @@ def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -
             **_pick(speed, TrainConfig),
             "batch_size": cfg.batch_size,
             "kimg": cfg.kimg,
-            "r1_gamma": TrainConfig.resolve_r1_gamma(m.r1_gamma, cfg.resolution, cfg.batch_size),
-            "ema_kimg": TrainConfig.resolve_ema_kimg(m.ema_kimg, cfg.batch_size),
-            "augment": AugmentConfig(**cast(dict[str, Any], OmegaConf.to_container(cfg.augment, resolve=True))),
+            "r1_gamma": TrainConfig.resolve_r1_gamma(m["r1_gamma"], cfg.resolution, cfg.batch_size),
+            "ema_kimg": TrainConfig.resolve_ema_kimg(m["ema_kimg"], cfg.batch_size),
+            "augment": AugmentConfig(**_plain(cfg.augment)),
             "max_nonfinite": cfg.max_nonfinite,
             "num_samples": cfg.schedule.num_samples,
         }
@@ -200,7 +202,7 @@ def check_settings(cfg: DictConfig, processes: int) -> None:
 
 def flat_settings(cfg: DictConfig) -> dict:
     """The resolved config as {'a/b/c': scalar}: what checkpoints store as the run's settings."""
-    return _flatten(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
+    return _flatten(_plain(cfg))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
