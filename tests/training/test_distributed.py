@@ -14,8 +14,8 @@ from torch import nn
 from braingan.training.distributed import (
     all_reduce_mean_,
     all_reduce_sum,
-    average_gradients_,
     diverged,
+    flat_gradients,
     gather_objects,
     missing_grads,
     state_digests,
@@ -37,8 +37,10 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
         # This rank's half of the batch, mean loss, gradients averaged over the ranks ...
         net(data[rank * 4 : (rank + 1) * 4]).square().mean().backward()
         local = [p.grad.clone() for p in net.parameters()]
-        average_gradients_(net.parameters())
-        averaged = [p.grad.clone() for p in net.parameters()]
+        grads, flat, flag = flat_gradients(net.parameters(), torch.tensor(rank == 1))  # rank 1 saw a NaN
+        averaged = list(flat.split([p.numel() for p in net.parameters()]))
+        averaged = [a.view_as(p) for a, p in zip(averaged, net.parameters())]
+        unchanged = all(torch.equal(g, before) for g, before in zip(grads, local))
         # ... equals the gradient of the mean loss over the whole batch in one process.
         ref = _net()
         ref(data).square().mean().backward()
@@ -48,7 +50,7 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
         # one process (Adam then skips it); the others are averaged.
         extra, unused = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2))
         extra.grad = torch.full((3,), 4.0 * rank)
-        average_gradients_([unused, extra])
+        extra_grads, extra_flat, no_flag = flat_gradients([unused, extra], torch.tensor(False))
 
         buf = torch.tensor([float(rank), 10.0 * rank])
         all_reduce_mean_([buf])
@@ -63,7 +65,11 @@ def _worker(rank: int, world: int, store: str, out: str) -> None:
             "local": local,
             "averaged": averaged,
             "reference": reference,
-            "extra": extra.grad.clone(),
+            "flag": bool(flag),
+            "unchanged": unchanged,
+            "extra": extra_flat.clone(),
+            "extra_count": len(extra_grads),
+            "no_flag": bool(no_flag),
             "unused": unused.grad,
             "buf": buf,
             "total": total,
@@ -84,6 +90,8 @@ def two_ranks(tmp_path_factory):
 
 def test_averaged_gradients_equal_the_global_batch_gradient(two_ranks):
     r0, r1 = two_ranks
+    assert r0["flag"] and r1["flag"]  # one rank's flag reaches every rank, in the same all-reduce
+    assert r0["unchanged"] and r1["unchanged"]  # the .grad tensors themselves are left alone
     for a, b, ref, l0, l1 in zip(r0["averaged"], r1["averaged"], r0["reference"], r0["local"], r1["local"]):
         assert torch.equal(a, b)  # bit-identical on both ranks
         torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-7)
@@ -93,6 +101,7 @@ def test_averaged_gradients_equal_the_global_batch_gradient(two_ranks):
 def test_unused_parameters_keep_no_gradient_and_buffers_average(two_ranks):
     r0, r1 = two_ranks
     assert torch.equal(r0["extra"], torch.full((3,), 2.0)) and torch.equal(r1["extra"], r0["extra"])
+    assert r0["extra_count"] == r1["extra_count"] == 1 and not r0["no_flag"]
     assert r0["unused"] is None and r1["unused"] is None
     assert torch.equal(r0["buf"], torch.tensor([0.5, 5.0])) and torch.equal(r1["buf"], r0["buf"])
     assert float(r0["total"]) == float(r1["total"]) == 3.0

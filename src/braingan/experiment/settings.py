@@ -137,6 +137,7 @@ def build_configs(cfg: DictConfig, c_dim: int = 0, precision: str = "32-true") -
             **_pick(m, TrainConfig),
             **_pick(speed, TrainConfig),
             "batch_size": cfg.batch_size,
+            "batch_gpu": cfg.batch_gpu,
             "kimg": cfg.kimg,
             "r1_gamma": TrainConfig.resolve_r1_gamma(m["r1_gamma"], cfg.resolution, cfg.batch_size),
             "ema_kimg": TrainConfig.resolve_ema_kimg(m["ema_kimg"], cfg.batch_size),
@@ -192,6 +193,17 @@ def check_settings(cfg: DictConfig, processes: int) -> None:
             f"batch_size={batch}{share} is not divisible by the minibatch-std group size model.mbstd_group_size={group}; "
             f"use a multiple of {group} images per process"
         )
+    batch_gpu = cfg.batch_gpu
+    if batch_gpu is not None:
+        if not _is_int(batch_gpu) or batch_gpu < 1 or per_process % batch_gpu:
+            raise UsageError(
+                f"batch_gpu={batch_gpu} must be a whole number that divides the {per_process} images per process "
+                f"(batch_size={batch} over {processes} processes), or null"
+            )
+        if group > 0 and batch_gpu % min(group, batch_gpu):
+            raise UsageError(
+                f"batch_gpu={batch_gpu} is not divisible by the minibatch-std group size model.mbstd_group_size={group}"
+            )
     for key in ("log_kimg", "image_kimg", "last_kimg", "snapshot_kimg", "fid_kimg"):
         value = cfg.schedule.get(key)
         if value is not None and (not _is_number(value) or value < 0):

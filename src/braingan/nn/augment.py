@@ -2,7 +2,7 @@
 
 Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data" (arXiv 2006.06676).
 Every image the discriminator sees (real and generated) goes through `AugmentPipe`; each transform
-is applied to each sample independently with probability `p`, and `ada_adjust` moves `p` so that
+is applied to each sample independently with probability `p`, and `ada_step` moves `p` so that
 the overfitting heuristic r_t = E[sign(D(real))] stays near a target (0.6 in the paper). The x-flip,
 once applied, flips or not by a fair coin (as in the paper's pipeline): a sample is mirrored with
 probability p / 2.
@@ -54,11 +54,13 @@ from torch import nn
 
 from ..utils.errors import UsageError
 
-P_MAX = 1.0 - 2.0**-24  # largest float32 below 1: `ada_adjust` keeps p in [0, 1) even after float32 storage
+P_MAX = 1.0 - 2.0**-24  # largest float32 below 1: `ada_step` keeps p in [0, 1) even after float32 storage
 
 
 class AugmentPipe(nn.Module):
     """Differentiable per-sample augmentation; `p` is a float32 buffer, so it is saved in checkpoints."""
+
+    p: torch.Tensor  # [] float32 buffer
 
     def __init__(
         self,
@@ -110,22 +112,18 @@ class AugmentPipe(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] -> [N, C, H, W], same dtype
         if images.ndim != 4 or not images.is_floating_point():
             raise ValueError(f"expected floating images [N, C, H, W], got {tuple(images.shape)} {images.dtype}")
-        p = float(self.p)
-        if p <= 0.0:
-            return images
+        # p stays a device tensor: the coins compare against it, so nothing here waits for the GPU.
+        # Every sample is drawn for (a sample no transform selected comes back bit-identical).
+        p = self.p
         n, _, h, w = images.shape
         device = images.device
         x = images.float()  # [N, C, H, W] float32 (no copy for float32 input)
-        applied = torch.zeros(n, dtype=torch.bool, device=device)  # [N] sample touched by any transform
 
-        # Geometric: one pixel-space sampling matrix per sample, one grid_sample on the moved samples.
+        # Geometric: one pixel-space sampling matrix per sample, one grid_sample, kept where it moves.
         g = self._sample_geometry(n, h, w, p, device)  # [N, 2, 3]
-        identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=device)
-        moved = (g != identity).flatten(1).any(1)  # [N]
-        idx = moved.nonzero().squeeze(1)  # [M]
-        if idx.numel() > 0:
-            x = x.index_copy(0, idx, _warp(x.index_select(0, idx), g.index_select(0, idx)))
-            applied = applied | moved
+        moved = (g != torch.eye(2, 3, device=device)).flatten(1).any(1)  # [N]
+        x = torch.where(moved[:, None, None, None], _warp(x, g), x)
+        applied = moved  # [N] sample touched by any transform
 
         # Intensity: brightness, then contrast about each image's mean over (C, H, W).
         if self.brightness > 0:
@@ -143,7 +141,7 @@ class AugmentPipe(nn.Module):
         # Samples no transform touched are returned bit-identical, whatever the input dtype.
         return torch.where(applied[:, None, None, None], x.to(images.dtype), images)
 
-    def _sample_geometry(self, n: int, h: int, w: int, p: float, device: torch.device) -> torch.Tensor:
+    def _sample_geometry(self, n: int, h: int, w: int, p: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Per-sample matrix [N, 2, 3] mapping output pixel coordinates to input pixel coordinates.
 
         Coordinates are in pixels with the origin at the image centre (x right, y down). The image
@@ -182,7 +180,7 @@ class AugmentPipe(nn.Module):
         return torch.stack([a, b, ox, d, e, oy], dim=1).reshape(n, 2, 3)
 
 
-def _coin(n: int, p: float, device: torch.device) -> torch.Tensor:  # [N] bool, True with probability p
+def _coin(n: int, p: torch.Tensor | float, device: torch.device) -> torch.Tensor:  # [N] bool, True with probability p
     return torch.rand(n, device=device) < p
 
 
@@ -202,17 +200,32 @@ def _warp(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def ada_adjust(p: float, rt: float, target: float, batch_images: int, ada_kimg: float = 500.0) -> float:
-    """One step of the ADA controller: returns the new p, clamped to [0, 1).
+def ada_step(
+    p: torch.Tensor,  # [] current p
+    rt: torch.Tensor,  # [] E[sign(D(real))] over the images since the last adjustment
+    target: float,
+    batch_images: int,
+    ada_kimg: float = 500.0,
+) -> torch.Tensor:  # [] float64, on p's device
+    """One step of the ADA controller on the device (no host synchronization): the new p, in [0, 1).
 
     rt = E[sign(D(real))] over the images seen since the last adjustment (`batch_images` of them:
     batch size * interval). p moves by sign(rt - target) * batch_images / (ada_kimg * 1000), so it
-    can go from 0 to 1 in `ada_kimg` thousand images (500 in the paper).
+    can go from 0 to 1 in `ada_kimg` thousand images (500 in the paper). Computed in float64, so
+    the float32 buffer receives p's exact rounding whatever the step size. A NaN rt gives NaN: the
+    caller keeps the old p then.
     """
-    if not math.isfinite(rt):
-        raise ValueError(f"rt must be finite, got {rt} (no real logits accumulated?)")
     if batch_images < 0 or not ada_kimg > 0:
         raise ValueError(f"need batch_images >= 0 and ada_kimg > 0, got {batch_images}, {ada_kimg}")
-    sign = (rt > target) - (rt < target)
-    p = float(p) + sign * batch_images / (ada_kimg * 1000.0)
-    return min(max(p, 0.0), P_MAX)
+    sign = torch.sign(rt.double() - target)
+    return (p.double() + sign * batch_images / (ada_kimg * 1000.0)).clamp(0.0, P_MAX)
+
+
+def ada_adjust(p: float, rt: float, target: float, batch_images: int, ada_kimg: float = 500.0) -> float:
+    """`ada_step` on Python numbers: the new p, clamped to [0, 1); a non-finite rt is an error."""
+    if not math.isfinite(rt):
+        raise ValueError(f"rt must be finite, got {rt} (no real logits accumulated?)")
+    f64 = torch.float64
+    return float(
+        ada_step(torch.tensor(float(p), dtype=f64), torch.tensor(float(rt), dtype=f64), target, batch_images, ada_kimg)
+    )

@@ -219,7 +219,11 @@ class ScalarLogger(pl.Callback):
 
 
 class KimgProgressBar(TQDMProgressBar):
-    """Progress bar whose total is the number of steps to reach the training length."""
+    """Progress bar whose total is the number of steps to reach the training length.
+
+    It shows kimg (a host-side counter) and the losses of the last logging tick: reading a loss
+    every step would wait for the GPU every step.
+    """
 
     def __init__(self, total_kimg: float, batch_size: int, refresh_rate: int = 1):
         super().__init__(refresh_rate=refresh_rate)
@@ -236,3 +240,11 @@ class KimgProgressBar(TQDMProgressBar):
         self.train_progress_bar.initial = 0
         self.train_progress_bar.n = module.batch_idx
         self.train_progress_bar.set_description("Training (kimg clock)")
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        items = dict(super().get_metrics(trainer, pl_module))
+        items["kimg"] = f"{pl_module.cur_kimg:.3f}"
+        for tag, name in (("Loss/G", "loss_G"), ("Loss/D", "loss_D")):
+            if tag in pl_module.last_stats:
+                items[name] = f"{pl_module.last_stats[tag]:.3g}"
+        return items

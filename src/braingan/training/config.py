@@ -35,6 +35,7 @@ _FLAT_AUGMENT_KEYS = {
 @dataclass
 class TrainConfig(DictSerializable):
     batch_size: int = 32  # global batch: images per step summed over all processes
+    batch_gpu: int | None = None  # images per forward pass per process (gradient accumulation); None = its whole share
     kimg: float = 5000.0  # training length in thousands of real images shown to D
     lr_g: float = 0.0025  # Adam learning rate of G (before the lazy-regularization correction)
     lr_d: float = 0.0025  # Adam learning rate of D (before the lazy-regularization correction)

@@ -10,7 +10,7 @@ accepts a parameter that never receives a gradient.
 
 `GANDDPStrategy` therefore keeps the module unwrapped (weights and buffers are broadcast from
 rank 0 once) and the module averages exactly the gradients of the optimizer it is about to step,
-in one flat all-reduce per phase, as the StyleGAN2-ADA paper's implementation does. A parameter
+in one flat all-reduce per phase (`flat_gradients`), as the StyleGAN2-ADA paper's implementation does. A parameter
 that should have a gradient and has none is an error (`missing_grads`), not a silent zero.
 
 Everything else that must agree across ranks is reduced explicitly by the module: the path-length
@@ -68,17 +68,21 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def average_gradients_(params: Iterable[torch.nn.Parameter]) -> None:
-    """Averages the .grad of `params` over all ranks; parameters without a gradient are left alone.
+def flat_gradients(
+    params: Iterable[torch.nn.Parameter], flag: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The .grad of `params` as one flat tensor averaged over all ranks, and `flag` ([] bool) OR-ed over them.
 
-    Every rank passes the optimizer's own list and runs the same graph, so the same parameters
-    have gradients everywhere (a regularizer skips e.g. output biases); they stay None, and Adam
-    skips them, exactly as in one process.
+    Returns (grads, flat, flag): the .grad tensors that exist (a regularizer skips e.g. output
+    biases; every rank runs the same graph, so the same ones exist everywhere and stay None, and
+    Adam skips them, as in one process), their concatenation averaged over the ranks, and the
+    flag. One all-reduce carries both; the .grad tensors themselves are not changed.
     """
-    params = [p for p in params if p.grad is not None]
-    if not params or not is_distributed():
-        return
-    all_reduce_mean_([cast(torch.Tensor, p.grad) for p in params])
+    grads = [cast(torch.Tensor, p.grad) for p in params if p.grad is not None]
+    dtype = grads[0].dtype if grads else torch.float32
+    flat = torch.cat([g.flatten() for g in grads] + [flag.to(dtype).reshape(1)])
+    all_reduce_mean_([flat])
+    return grads, flat[:-1], flat[-1] > 0
 
 
 def missing_grads(named_params: Iterable[tuple[str, torch.nn.Parameter]]) -> list[str]:

@@ -20,8 +20,13 @@ def ema_beta(batch_size: int, ema_kimg: float, cur_nimg: int, rampup: float | No
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    """ema <- model + beta * (ema - model) for parameters; buffers (w_avg, noise) are copied."""
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b.detach())
+    """ema <- model + beta * (ema - model) for parameters; buffers (w_avg, noise) are copied.
+
+    Multi-tensor (foreach) kernels: one launch per list on CUDA instead of two per tensor, the
+    same arithmetic as `p.lerp(p_ema, beta)` tensor by tensor.
+    """
+    ema_params = [p.detach() for p in ema.parameters()]
+    torch._foreach_copy_(ema_params, torch._foreach_lerp([p.detach() for p in model.parameters()], ema_params, beta))
+    ema_buffers = list(ema.buffers())
+    if ema_buffers:
+        torch._foreach_copy_(ema_buffers, [b.detach() for b in model.buffers()])

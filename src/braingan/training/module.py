@@ -15,6 +15,7 @@ all weights and buffers) that the ranks still agree.
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import hyperparameters, training_state, write_training_state
 from ..data.fit import Geometry
-from ..nn.augment import AugmentPipe, ada_adjust
+from ..nn.augment import AugmentPipe, ada_step
 from ..nn.config import NetworkConfig
 from ..nn.discriminator import Discriminator
 from ..nn.synthesis import Generator
@@ -37,8 +38,8 @@ from .config import TrainConfig
 from .distributed import (
     all_reduce_mean_,
     all_reduce_sum,
-    average_gradients_,
     diverged,
+    flat_gradients,
     gather_objects,
     is_distributed,
     missing_grads,
@@ -57,7 +58,9 @@ def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
 
 
 class StyleGAN2Module(pl.LightningModule):
-    ada_stat: torch.Tensor  # a buffer, registered in __init__
+    ada_stat: torch.Tensor  # buffers, registered in __init__
+    nonfinite_counts: torch.Tensor
+    pl_mean: torch.Tensor
 
     def __init__(
         self,
@@ -88,6 +91,9 @@ class StyleGAN2Module(pl.LightningModule):
         # Training state that must survive a resume lives in buffers (saved in the state dict).
         self.register_buffer("pl_mean", torch.zeros([]))
         self.register_buffer("ada_stat", torch.zeros(2))  # [sum of sign(D(real)), count] since the last p update
+        # Skipped steps [total, current run, longest run], counted on the device (int64); the total
+        # goes into checkpoints through the training state, not the state dict.
+        self.register_buffer("nonfinite_counts", torch.zeros(3, dtype=torch.int64), persistent=False)
         # Conditional: one grid row per class (row k holds class k), num_samples // c_dim per row
         # (at least one), so every class is shown.
         c_dim = self.net_cfg.c_dim
@@ -100,13 +106,12 @@ class StyleGAN2Module(pl.LightningModule):
         self.cur_nimg = 0  # images shown to D so far (all processes)
         self.prev_nimg = 0  # cur_nimg before the last step (callbacks fire on crossing a tick)
         self.batch_idx = 0  # training steps so far (drives the lazy intervals)
-        self.nonfinite_total = 0
-        self.nonfinite_in_row = 0
         self.last_good_ckpt: str | None = None  # set by the checkpoint callback
         self.run_config: dict | None = None  # the run's flattened settings, saved in checkpoints (train.py)
         self._pending_rng: dict | None = None
         self._grads_checked: set[str] = set()  # phases whose first backward was checked for missing gradients
-        self._stats: dict[str, list[torch.Tensor]] = {}
+        self._stats: dict[str, list[torch.Tensor]] = {}  # name -> [value, weight] per record, on the device
+        self.last_stats: dict[str, float] = {}  # what pop_stats returned last (the progress bar shows it)
         # speed.compile: torch.compile'd G.synthesis and D, built on first use (see _fast).
         self._compiled: dict[str, Callable] | None = None
         self._tick_time = time.perf_counter()
@@ -180,43 +185,72 @@ class StyleGAN2Module(pl.LightningModule):
             img = self.augment_pipe(img)
         return (self._fast("D") if fast else self.D)(img, c)
 
-    def _record(self, name: str, value: torch.Tensor) -> None:
-        # Kept on the device; turned into floats only when the logger asks (no sync per step).
-        self._stats.setdefault(name, []).append(value.detach().float().mean())
+    def _record(self, name: str, value: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Adds the mean of `value` to statistic `name`; `weight` (a [] 0/1 tensor) leaves a step out.
 
-    def _opt_step(self, opt, loss: torch.Tensor, phase: str, net: torch.nn.Module | None = None) -> bool:
-        """Backward + step when the loss is finite; otherwise drop the gradients and report False.
-
-        Under several processes the decision is collective (one rank's NaN skips the step on
-        all of them) and the gradients are averaged over the ranks before the step. The first
-        backward of a main phase must reach every trainable parameter of `net` (no silent unused
-        parameter; the regularizers legitimately skip some, e.g. output biases, which count as 0). A finite loss can still give non-finite gradients (double backward of R1 /
-        path length): those are replaced as in StyleGAN2-ADA so one bad element cannot poison
-        Adam's moments. Under 16-mixed the gradient scaler needs to see the overflow, so they
-        are left alone.
+        Kept on the device as [value, weight] pairs; turned into floats only when the logger asks
+        (pop_stats), so recording never waits for the GPU.
         """
-        opt.zero_grad(set_to_none=True)
-        if float(all_reduce_sum((~torch.isfinite(loss.detach())).any().float())) > 0:
-            return False
-        self.manual_backward(loss)
+        v = value.detach().float().mean()
+        w = torch.ones_like(v) if weight is None else weight.float()
+        self._stats.setdefault(name, []).append(torch.stack([torch.where(w > 0, v, 0.0), w]))
+
+    def _passes(self, total: int) -> list[tuple[slice, float]]:
+        """A phase's batch of `total` images as forward passes of at most `batch_gpu` images: (rows, share).
+
+        The passes take every k-th image (strided), so a minibatch-std group, which takes every
+        (N / group)-th image of its pass, holds the same images as in one pass over the whole
+        batch whenever the group size divides `batch_gpu`. Each pass's loss is weighted by its
+        share of the batch: the accumulated gradient is the gradient of the whole batch's mean loss.
+        """
+        per_pass = self.train_cfg.batch_gpu or total
+        k = max(1, min(total, math.ceil(total / per_pass)))
+        return [(slice(r, None, k), len(range(r, total, k)) / total) for r in range(k)]
+
+    def _backward(self, phase: _PhaseSums, loss: torch.Tensor, share: float) -> None:
+        """Backward of one forward pass's loss times its share of the phase's batch."""
+        self.manual_backward(loss * share if share != 1.0 else loss)
+        phase.bad = phase.bad | ~torch.isfinite(loss.detach())
+
+    def _opt_step(self, opt, phase: str, bad: torch.Tensor, net: torch.nn.Module | None = None) -> torch.Tensor:
+        """Averages and cleans the gradients, then steps unless the loss was non-finite; returns ok as a [] bool.
+
+        Nothing here waits for the GPU. The gradients of the step travel as one flat tensor,
+        with the phase's non-finite-loss flag as its last element: one all-reduce under several
+        processes (one rank's NaN skips the step on all of them), one nan_to_num. The skip itself
+        happens on the device: the fused Adam takes the flag as `found_inf` and leaves weights,
+        moments and step count untouched. A finite loss can still give non-finite gradients
+        (double backward of R1 / path length): those are replaced as in StyleGAN2-ADA so one bad
+        element cannot poison Adam's moments. Under 16-mixed the gradient scaler must see an
+        overflow, so they are left alone, a non-finite loss poisons them so the scaler skips the
+        step, and a step the scaler skips is counted as skipped. The first backward of a main
+        phase must reach every trainable parameter of `net` (no silent unused parameter; the
+        regularizers legitimately skip some, e.g. output biases).
+        """
         if net is not None and phase not in self._grads_checked:
             self._grads_checked.add(phase)
             missing = missing_grads(net.named_parameters())
             if missing:
                 raise RuntimeError(f"{phase}: no gradient reached {', '.join(missing)}; the loss does not use them")
-        average_gradients_(p for group in opt.param_groups for p in group["params"])
-        if self.trainer is None or self.trainer.precision != "16-mixed":
-            for group in opt.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
-        scaler: Any = (
-            getattr(getattr(self.trainer, "precision_plugin", None), "scaler", None) if self._trainer else None
-        )
-        scale = scaler.get_scale() if scaler is not None else None
-        opt.step()
-        # 16-mixed: the scaler skips a step with inf/NaN gradients and lowers its scale; count it.
-        return scale is None or scaler.get_scale() >= scale
+        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        grads, flat, bad = flat_gradients(params, bad)
+        scaled = self._trainer is not None and self.trainer.precision == "16-mixed"
+        if scaled:
+            flat.masked_fill_(bad, math.nan)
+            bad = bad | ~torch.isfinite(flat).all()
+        else:
+            torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5, out=flat)
+        torch._foreach_copy_(grads, [g.view_as(p) for g, p in zip(flat.split([p.numel() for p in params]), params)])
+        optimizer = getattr(opt, "optimizer", opt)  # Lightning's wrapper holds the torch optimizer
+        if scaled:  # the scaler hands the fused Adam its own found_inf
+            opt.step()
+        else:
+            optimizer.found_inf = bad.float()
+            try:
+                opt.step()
+            finally:
+                del optimizer.found_inf
+        return ~bad
 
     # ------------------------------------------------------------------------------------------
     # Lightning hooks
@@ -229,7 +263,11 @@ class StyleGAN2Module(pl.LightningModule):
             (self.D.parameters(), tc.lr_d, tc.r1_interval if tc.r1_gamma > 0 else 0),
         ):
             ratio = losses.lazy_regularization_ratio(interval)
-            opts.append(torch.optim.Adam(params, lr=lr * ratio, betas=(tc.beta1**ratio, tc.beta2**ratio), eps=1e-8))
+            # fused: one kernel for all tensors, and it skips a step on the device (found_inf, see _opt_step).
+            adam = torch.optim.Adam(
+                params, lr=lr * ratio, betas=(tc.beta1**ratio, tc.beta2**ratio), eps=1e-8, fused=True
+            )
+            opts.append(adam)
         return opts
 
     def forward(
@@ -258,75 +296,89 @@ class StyleGAN2Module(pl.LightningModule):
         real, labels = batch  # [N, C, R, R] uint8 (or float in [-1, 1]), [N]
         if real.dtype == torch.uint8:  # the loader ships bytes; convert here, on the device
             real = real.to(torch.float32) / 127.5 - 1.0
-        n = real.shape[0]
+        n, device = real.shape[0], real.device
+        passes = self._passes(n)  # forward passes of at most batch_gpu images; one when batch_gpu is None
         c_real = self._one_hot(labels)
         c_gen = self._one_hot(labels.roll(1)) if c_real is not None else None
         opt_g, opt_d = self.optimizers()
         do_pl = tc.pl_weight > 0 and tc.pl_interval > 0 and self.batch_idx % tc.pl_interval == 0
         do_r1 = tc.r1_gamma > 0 and (tc.r1_interval <= 0 or self.batch_idx % tc.r1_interval == 0)
-        ok = True
+        ok = torch.ones((), dtype=torch.bool, device=device)  # every phase's step was taken
         if tc.compile:  # a new step for CUDA graphs (compile_mode=reduce-overhead); no-op otherwise
             torch.compiler.cudagraph_mark_step_begin()
 
         # G main: non-saturating loss through the (augmented) discriminator.
         _set_requires_grad(self.G, True)
         _set_requires_grad(self.D, False)
-        z = torch.randn(n, self.net_cfg.z_dim, device=real.device)
-        fake = self._fast("synthesis")(self._run_mapping(z, c_gen, update_emas=False))
-        fake_logits = self._run_D(fake, c_gen, fast=True)
-        loss_g = losses.g_nonsaturating_loss(fake_logits)
-        ok &= self._opt_step(opt_g, loss_g, "G main", self.G)
-        self._record("Loss/G", loss_g)
+        z = torch.randn(n, self.net_cfg.z_dim, device=device)
+        opt_g.zero_grad(set_to_none=True)
+        phase = _PhaseSums(device)
+        for rows, share in passes:
+            c = _rows(c_gen, rows)
+            fake = self._fast("synthesis")(self._run_mapping(z[rows], c, update_emas=False))
+            loss = losses.g_nonsaturating_loss(self._run_D(fake, c, fast=True))
+            self._backward(phase, loss, share)
+            phase.add(share, **{"Loss/G": loss})
+        ok = ok & self._opt_step(opt_g, "G main", phase.bad, self.G)
+        phase.record(self)
 
-        # G reg: lazy path-length regularization on a smaller batch (eager: double backward).
+        # G reg: lazy path-length regularization on a smaller batch (eager: double backward). The
+        # running mean moves once per forward pass, as in StyleGAN2-ADA.
         if do_pl:
             m = max(n // tc.pl_batch_shrink, 1)
-            z = torch.randn(m, self.net_cfg.z_dim, device=real.device)
-            ws = self._run_mapping(z, c_gen[:m] if c_gen is not None else None, update_emas=False)
-            img = self.G.synthesis(ws)
-            lengths = losses.g_path_lengths(img, ws)
-            batch_mean = lengths.detach().mean().reshape(1)
-            all_reduce_mean_([batch_mean])  # one running mean for all ranks
-            penalty, new_mean = losses.g_path_length_penalty(
-                lengths, self.pl_mean, tc.pl_decay, batch_mean=batch_mean[0]
-            )
-            loss_pl = penalty.mean() * tc.pl_weight * tc.pl_interval
-            if self._opt_step(opt_g, loss_pl, "G path length"):
-                self.pl_mean.copy_(new_mean.detach())
-            else:
-                ok = False
-            self._record("Loss/pl_penalty", penalty)
-            self._record("Loss/path_length", lengths)
+            z = torch.randn(m, self.net_cfg.z_dim, device=device)
+            c_pl = c_gen[:m] if c_gen is not None else None
+            opt_g.zero_grad(set_to_none=True)
+            phase, pl_mean = _PhaseSums(device), self.pl_mean
+            for rows, share in self._passes(m):
+                ws = self._run_mapping(z[rows], _rows(c_pl, rows), update_emas=False)
+                lengths = losses.g_path_lengths(self.G.synthesis(ws), ws)
+                batch_mean = lengths.detach().mean().reshape(1)
+                all_reduce_mean_([batch_mean])  # one running mean for all ranks
+                penalty, pl_mean = losses.g_path_length_penalty(lengths, pl_mean, tc.pl_decay, batch_mean=batch_mean[0])
+                pl_mean = pl_mean.detach()
+                self._backward(phase, penalty.mean() * tc.pl_weight * tc.pl_interval, share)
+                phase.add(share, **{"Loss/pl_penalty": penalty, "Loss/path_length": lengths})
+            step_ok = self._opt_step(opt_g, "G path length", phase.bad)
+            self.pl_mean.copy_(torch.where(step_ok, pl_mean, self.pl_mean))
+            ok = ok & step_ok
+            phase.record(self)
 
-        # D main: logistic loss on generated and real images.
+        # D main: logistic loss on generated and real images. Only finite logits count toward
+        # ADA's statistic (a NaN would make r_t NaN); summed over the ranks every step, so the
+        # statistic, and p, are the same on all of them.
         _set_requires_grad(self.G, False)
         _set_requires_grad(self.D, True)
-        with torch.no_grad():
-            z = torch.randn(n, self.net_cfg.z_dim, device=real.device)
-            fake = self._fast("synthesis")(self._run_mapping(z, c_gen, update_emas=True))
-        d_fake = self._run_D(fake, c_gen, fast=True)
-        d_real = self._run_D(real, c_real, fast=True)
-        loss_d = losses.d_logistic_loss(d_real, d_fake)
-        ok &= self._opt_step(opt_d, loss_d, "D main", self.D)
-        # Only finite logits count toward ADA's statistic (a NaN would make r_t NaN). Summed over
-        # the ranks every step, so the statistic, and p, are the same on all of them.
-        finite = torch.isfinite(d_real.detach())
-        self.ada_stat += all_reduce_sum(
-            torch.stack([torch.where(finite, d_real.detach().sign(), 0).sum(), finite.sum().float()])
-        )
-        self._record("Loss/D", loss_d)
-        self._record("D/real", d_real)
-        self._record("D/fake", d_fake)
+        z = torch.randn(n, self.net_cfg.z_dim, device=device)
+        opt_d.zero_grad(set_to_none=True)
+        phase = _PhaseSums(device)
+        ada = torch.zeros(2, device=device)  # [sum of sign(D(real)), count] of this step
+        for rows, share in passes:
+            c_g, c_r = _rows(c_gen, rows), _rows(c_real, rows)
+            with torch.no_grad():
+                fake = self._fast("synthesis")(self._run_mapping(z[rows], c_g, update_emas=True))
+            d_fake = self._run_D(fake, c_g, fast=True)
+            d_real = self._run_D(real[rows], c_r, fast=True)
+            loss = losses.d_logistic_loss(d_real, d_fake)
+            self._backward(phase, loss, share)
+            phase.add(share, **{"Loss/D": loss, "D/real": d_real, "D/fake": d_fake})
+            finite = torch.isfinite(d_real.detach())
+            ada = ada + torch.stack([torch.where(finite, d_real.detach().sign(), 0).sum(), finite.sum().float()])
+        ok = ok & self._opt_step(opt_d, "D main", phase.bad, self.D)
+        self.ada_stat += all_reduce_sum(ada)
+        phase.record(self)
 
         # D reg: lazy R1 on reals (augmented like every D input; eager D: double backward).
         if do_r1:
-            real_r = real.detach().requires_grad_(True)
-            r1_logits = self._run_D(real_r, c_real)
-            penalty = losses.d_r1_penalty(r1_logits, real_r)
-            interval = max(tc.r1_interval, 1)
-            loss_r1 = penalty.mean() * (tc.r1_gamma / 2) * interval
-            ok &= self._opt_step(opt_d, loss_r1, "D R1")
-            self._record("Loss/r1_penalty", penalty)
+            opt_d.zero_grad(set_to_none=True)
+            phase = _PhaseSums(device)
+            for rows, share in passes:
+                real_r = real[rows].detach().requires_grad_(True)
+                penalty = losses.d_r1_penalty(self._run_D(real_r, _rows(c_real, rows)), real_r)
+                self._backward(phase, penalty.mean() * (tc.r1_gamma / 2) * max(tc.r1_interval, 1), share)
+                phase.add(share, **{"Loss/r1_penalty": penalty})
+            ok = ok & self._opt_step(opt_d, "D R1", phase.bad)
+            phase.record(self)
         _set_requires_grad(self.G, False)
 
         # Bookkeeping: EMA, counters, ADA.
@@ -343,32 +395,51 @@ class StyleGAN2Module(pl.LightningModule):
         self._track_nonfinite(ok)
         if self.cur_nimg >= tc.kimg * 1000:
             self.trainer.should_stop = True
-        self.log("kimg", self.cur_kimg, prog_bar=True, logger=False, on_step=True)
-        self.log("loss_G", loss_g.detach(), prog_bar=True, logger=False, on_step=True)
-        self.log("loss_D", loss_d.detach(), prog_bar=True, logger=False, on_step=True)
 
     def _update_ada_p(self) -> None:
-        stat = self.ada_stat.clone()  # already summed over the ranks
-        if float(stat[1]) > 0:
-            rt = float(stat[0] / stat[1])
-            tc = self.train_cfg
-            new_p = ada_adjust(self.ada_p, rt, tc.augment.target, tc.batch_size * tc.augment.interval, tc.augment.kimg)
-            assert self.augment_pipe is not None  # augment.mode == "ada" builds one
-            self.augment_pipe.p.fill_(new_p)
-            self._record("ADA/rt", torch.tensor(rt, device=self.device))
+        """One ADA controller step on the device; skipped (p kept) when no finite real logit was seen."""
+        assert self.augment_pipe is not None  # augment.mode == "ada" builds one
+        stat = self.ada_stat  # [sum of signs, count], already summed over the ranks
+        seen = stat[1] > 0
+        rt = stat[0] / stat[1].clamp(min=1.0)
+        tc = self.train_cfg
+        new_p = ada_step(
+            self.augment_pipe.p, rt, tc.augment.target, tc.batch_size * tc.augment.interval, tc.augment.kimg
+        )
+        self.augment_pipe.p.copy_(torch.where(seen, new_p, self.augment_pipe.p.double()))
+        self._record("ADA/rt", rt, weight=seen)
         self.ada_stat.zero_()
 
-    def _track_nonfinite(self, ok: bool) -> None:
-        if ok:
-            self.nonfinite_in_row = 0
-            return
-        self.nonfinite_total += 1
-        self.nonfinite_in_row += 1
-        if self.nonfinite_in_row >= self.train_cfg.max_nonfinite:
+    def _track_nonfinite(self, ok: torch.Tensor) -> None:
+        """Counts skipped steps on the device: [total, current run, longest run]; checked by check_nonfinite."""
+        bad = (~ok).long()
+        total, in_row, longest = self.nonfinite_counts.unbind()
+        in_row = (in_row + bad) * bad
+        self.nonfinite_counts.copy_(torch.stack([total + bad, in_row, torch.maximum(longest, in_row)]))
+
+    @property
+    def nonfinite_total(self) -> int:
+        """Steps skipped for a non-finite loss so far (reads the device counter)."""
+        return int(self.nonfinite_counts[0])
+
+    @nonfinite_total.setter
+    def nonfinite_total(self, value: int) -> None:
+        self.nonfinite_counts.zero_()
+        self.nonfinite_counts[0] = int(value)
+
+    def check_nonfinite(self, counts: list[int] | None = None) -> None:
+        """Stops the run once `max_nonfinite` steps in a row were skipped; `counts` = nonfinite_counts read already.
+
+        Called at the logging cadence and before every checkpoint (the only places that read the
+        device counters), so the stop comes at the first of those after the run of bad steps; no
+        weight moved on a skipped step in between, and no checkpoint is written after one.
+        """
+        total, _, longest = counts if counts is not None else self.nonfinite_counts.tolist()
+        if longest >= self.train_cfg.max_nonfinite:
             where = self.last_good_ckpt or "none written yet"
             raise NonFiniteLossError(
-                f"{self.nonfinite_in_row} training steps in a row had a non-finite loss at {self.cur_kimg:.3f} kimg "
-                f"({self.nonfinite_total} in total); stopping. Last good checkpoint: {where}"
+                f"{longest} training steps in a row had a non-finite loss (seen at {self.cur_kimg:.3f} kimg, "
+                f"{total} in total); stopping. Last good checkpoint: {where}"
             )
 
     # ------------------------------------------------------------------------------------------
@@ -377,12 +448,20 @@ class StyleGAN2Module(pl.LightningModule):
     def pop_stats(self) -> dict[str, float]:
         """Means of everything recorded since the last call (over all ranks), plus progress and speed.
 
+        The one place, with checkpoints, where the training loop reads the device: all of it in
+        one transfer. Stops the run after too many non-finite steps (check_nonfinite).
         Collective under several processes: every rank calls it at the same step.
         """
         names = sorted(k for k, v in self._stats.items() if v)
-        means = [torch.stack(self._stats[k]).mean().reshape(1) for k in names]
-        all_reduce_mean_(means)
-        out = {k: float(m) for k, m in zip(names, means)}
+        device = self.nonfinite_counts.device
+        sums = torch.stack([torch.stack(self._stats[k]).sum(0) for k in names]) if names else torch.zeros(0, 2)
+        sums = sums.to(device)
+        all_reduce_mean_([sums])  # [K, 2] weighted sums and weights, averaged over the ranks
+        p = self.augment_pipe.p if self.augment_pipe is not None else torch.zeros(())
+        host = torch.cat([sums.flatten(), self.nonfinite_counts.double(), p.to(device).double().reshape(1)]).tolist()
+        k = len(names)
+        counts = [int(v) for v in host[2 * k : 2 * k + 3]]
+        out = {name: host[2 * i] / host[2 * i + 1] for i, name in enumerate(names) if host[2 * i + 1] > 0}
         self._stats = {}
         now = time.perf_counter()
         dt, dn = now - self._tick_time, self.cur_nimg - self._tick_nimg
@@ -391,8 +470,10 @@ class StyleGAN2Module(pl.LightningModule):
             out["Speed/sec_per_kimg"] = dt / dn * 1000
         self._tick_time, self._tick_nimg = now, self.cur_nimg
         out["Progress/kimg"] = self.cur_kimg
-        out["ADA/p"] = self.ada_p
-        out["Progress/nonfinite_steps"] = float(self.nonfinite_total)
+        out["ADA/p"] = host[-1]
+        out["Progress/nonfinite_steps"] = float(counts[0])
+        self.last_stats = out
+        self.check_nonfinite(counts)
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -400,6 +481,7 @@ class StyleGAN2Module(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Called on every rank (the strategy writes rank 0's dict): collectives are safe here.
+        self.check_nonfinite()  # no checkpoint after too many skipped steps in a row
         rng = gather_objects(_get_rng_state())
         several = len(rng) > 1
         write_training_state(
@@ -442,6 +524,27 @@ class StyleGAN2Module(pl.LightningModule):
             self._pending_rng = state.rng
         else:
             self._pending_rng = None  # on_train_start seeds this rank afresh
+
+
+class _PhaseSums:
+    """What one phase gathers over its forward passes, on the device: the non-finite flag and weighted means."""
+
+    def __init__(self, device: torch.device):
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)  # some pass had a non-finite loss
+        self.sums: dict[str, torch.Tensor] = {}  # statistic -> sum over passes of share * mean
+
+    def add(self, share: float, **values: torch.Tensor) -> None:
+        for name, value in values.items():
+            v = value.detach().float().mean() * share
+            self.sums[name] = self.sums[name] + v if name in self.sums else v
+
+    def record(self, module: StyleGAN2Module) -> None:
+        for name, value in self.sums.items():
+            module._record(name, value)
+
+
+def _rows(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return t[rows] if t is not None else None
 
 
 def _get_rng_state() -> dict:
