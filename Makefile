@@ -10,7 +10,7 @@ CKPT ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench guard
+.PHONY: help install test test-fast lint format train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench guard wheelhouse
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ demo-data: ## Build the embedded demo dataset (MNI152 slices) into the cache now
 
 tensorboard: ## Open TensorBoard on outputs/
 	$(VENV)/bin/tensorboard --logdir outputs --bind_all
+
+wheelhouse: ## Wheels for offline compute nodes into wheelhouse/ (not torch): ARGS="python=3.12 only=gpu-check have=have.txt"
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/wheelhouse.py $(ARGS)
 
 clean-outputs: ## Delete all run folders under outputs/
 	find outputs -mindepth 1 -not -name .gitkeep -delete
