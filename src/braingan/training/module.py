@@ -47,6 +47,11 @@ from .distributed import (
 )
 from .ema import ema_beta, update_ema
 
+# The Adam implementation: fused (one kernel for all tensors) because it skips a step on the device
+# (`found_inf`, see _opt_step). An optimizer state holds these flags, so older checkpoints' are
+# replaced on loading (on_load_checkpoint).
+ADAM = {"fused": True, "foreach": None}
+
 
 class NonFiniteLossError(RuntimeError):
     """Raised after `max_nonfinite` steps in a row produced a non-finite loss."""
@@ -263,11 +268,9 @@ class StyleGAN2Module(pl.LightningModule):
             (self.D.parameters(), tc.lr_d, tc.r1_interval if tc.r1_gamma > 0 else 0),
         ):
             ratio = losses.lazy_regularization_ratio(interval)
-            # fused: one kernel for all tensors, and it skips a step on the device (found_inf, see _opt_step).
-            adam = torch.optim.Adam(
-                params, lr=lr * ratio, betas=(tc.beta1**ratio, tc.beta2**ratio), eps=1e-8, fused=True
+            opts.append(
+                torch.optim.Adam(params, lr=lr * ratio, betas=(tc.beta1**ratio, tc.beta2**ratio), eps=1e-8, **ADAM)
             )
-            opts.append(adam)
         return opts
 
     def forward(
@@ -508,6 +511,10 @@ class StyleGAN2Module(pl.LightningModule):
         return per_rank
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning restores the optimizers after this hook: with this code's Adam (see ADAM).
+        for optimizer in checkpoint.get("optimizer_states") or []:
+            for group in optimizer.get("param_groups", []):
+                group.update(ADAM)
         state = training_state(checkpoint)
         self.cur_nimg = state.cur_nimg
         self.prev_nimg = self.cur_nimg
