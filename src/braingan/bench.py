@@ -8,6 +8,8 @@ Measures one configuration of the real training path and prints a table:
   lcm(r1_interval, pl_interval), so the lazy R1 and path-length steps appear in their real
   proportion; the R1 and path-length steps counted in that span are reported (observed from the
   module's recorded statistics, not computed from the config). Data fetching is inside the span.
+  The steps are not synchronized one by one (CUDA events time them): the host waits for the GPU
+  at the span's start and end only, as training does at its logging ticks.
 - peak GPU memory (allocated and reserved, GiB = 2^30 bytes, like the official training log)
   over the measured span; null on the CPU.
 - generation img/s: the EMA generator at `bench.gen_batch` images per call, as eval draws them

@@ -57,41 +57,63 @@ def _sync(device: torch.device) -> None:
 
 
 class StepClock(pl.Callback):
-    """Times every step (synchronized), starts after `warmup` steps, stops the trainer after `steps` more."""
+    """Times every step, starts after `warmup` steps, stops the trainer after `steps` more.
+
+    The steps run as in training, without a synchronization between them (the training step
+    never waits for the GPU, so the host queues the next step while the GPU runs this one): on
+    CUDA each step end is a recorded event, and the times are read once the span is over. The
+    host waits for the GPU only at the start of the span and at its end.
+    """
 
     def __init__(self, warmup: int, steps: int):
         self.warmup, self.steps = warmup, steps
         self.done = 0
         self.device = torch.device("cpu")
-        self.last = 0.0
         self.t0 = self.t1 = 0.0
         self.nimg0 = self.nimg1 = 0
         self.nonfinite0 = self.nonfinite1 = 0
         self.counts = {k: 0 for k in REG_KEYS}
-        self.measured: list[dict] = []  # per measured step: seconds, r1, pl
+        self.marks: list = []  # the start and each measured step's end: a CUDA event or a perf_counter time
+        self.kinds: list[dict[str, int]] = []  # per measured step: r1, pl steps it held
+        self.measured: list[dict] = []  # per measured step: seconds, r1, pl (filled at the end)
         self.peak: dict | None = None
 
     @staticmethod
     def _counts(module) -> dict[str, int]:
         return {k: len(module._stats.get(key, [])) for k, key in REG_KEYS.items()}
 
+    def _mark(self):
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _seconds(self, a, b) -> float:
+        return a.elapsed_time(b) / 1000 if self.device.type == "cuda" else b - a
+
     def on_train_start(self, trainer, module) -> None:
         self.device = module.device
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        _sync(self.device)
-        now = time.perf_counter()
         self.done += 1
         counts = self._counts(module)
         if self.warmup < self.done <= self.warmup + self.steps:
-            self.measured.append({"s": now - self.last, **{k: counts[k] - self.counts[k] for k in REG_KEYS}})
-        self.counts, self.last = counts, now
+            self.marks.append(self._mark())
+            self.kinds.append({k: counts[k] - self.counts[k] for k in REG_KEYS})
+        self.counts = counts
         if self.done == self.warmup:
+            _sync(self.device)
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
-            self.t0, self.nimg0, self.nonfinite0 = now, module.cur_nimg, module.nonfinite_total
+            self.marks = [self._mark()]
+            self.t0, self.nimg0, self.nonfinite0 = time.perf_counter(), module.cur_nimg, module.nonfinite_total
         elif self.done == self.warmup + self.steps:
-            self.t1, self.nimg1, self.nonfinite1 = now, module.cur_nimg, module.nonfinite_total
+            _sync(self.device)
+            self.t1, self.nimg1, self.nonfinite1 = time.perf_counter(), module.cur_nimg, module.nonfinite_total
+            self.measured = [
+                {"s": self._seconds(a, b), **kind} for a, b, kind in zip(self.marks, self.marks[1:], self.kinds)
+            ]
             if self.device.type == "cuda":
                 self.peak = {
                     "allocated": significant(torch.cuda.max_memory_allocated(self.device) / GIB, 4),
