@@ -10,7 +10,7 @@ CKPT ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench guard wheelhouse
+.PHONY: help install test test-fast lint format train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench guard wheelhouse gpu-check
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench: ## Training sec/kimg, peak GPU memory, generation and Inception img/s: AR
 
 guard: ## Plain vs optimized speed path from one seed: loss and D-output curves overlaid, guard.png + guard.json: ARGS="guard.kimg=4"
 	$(PY) -m braingan.guard $(ARGS)
+
+gpu-check: ## A GPU node in one command (8 min): environment, GPU tests, sec/kimg per precision vs official, a short run: ARGS="budget_s=600"
+	$(PY) -m braingan.gpu_check $(ARGS)
 
 bench-loader: ## Measure the training data loader in img/s (256x256, 2 workers): ARGS="--workers 2"
 	$(PY) -m braingan.data.bench $(ARGS)

@@ -18,7 +18,18 @@ import pytest
 from helpers.runs import REPO
 
 PACKAGE = REPO / "src" / "braingan"
-ENTRY_POINTS = ("train", "eval", "audit", "generate", "prepare", "bench", "guard", "plots", "sweep_report")
+ENTRY_POINTS = (
+    "train",
+    "eval",
+    "audit",
+    "generate",
+    "prepare",
+    "bench",
+    "guard",
+    "gpu_check",
+    "plots",
+    "sweep_report",
+)
 LIBRARY = ("nn", "data", "training", "metrics", "utils")
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 

@@ -14,7 +14,7 @@ import pytest
 
 from helpers.runs import one_line_exit
 
-TOOLS = ("train", "eval", "audit", "generate", "prepare", "bench", "guard", "plots", "sweep_report")
+TOOLS = ("train", "eval", "audit", "generate", "prepare", "bench", "guard", "gpu_check", "plots", "sweep_report")
 
 
 def _cases(tmp):
@@ -25,7 +25,7 @@ def _cases(tmp):
         ("missing-path", [f"{key}={missing}.ckpt"], f"{key}={missing}.ckpt: no such checkpoint file"),
         ("wrong-file", [f"{key}={text}"], "is not a braingan checkpoint: it is a text file"),
     ]
-    data_tool = [  # bench and guard train on a dataset folder
+    data_tool = [  # bench, guard and gpu_check train on a dataset folder
         ("missing-path", ["dataset=oasis", f"dataset.root={missing}"], str(missing)),
         ("wrong-file", ["dataset=folder", f"dataset.root={text}"], str(text)),
         ("misspelt-key", ["model.r1_gama=1"], "model.r1_gama: no such setting; did you mean model.r1_gamma?"),
@@ -54,6 +54,7 @@ def _cases(tmp):
         ],
         "bench": data_tool,
         "guard": data_tool,
+        "gpu_check": data_tool,  # the dataset is checked before the environment report, with or without CUDA
         "plots": [
             ("missing-path", [f"run={missing}"], str(missing)),
             ("wrong-file", [f"run={text}"], str(text)),

@@ -9,7 +9,9 @@ import pytest
 
 from braingan import rundir
 from braingan.rundir import (
+    GpuCheckDir,
     RunDir,
+    gpu_check_dir,
     newest_last_checkpoint,
     newest_run,
     newest_sweep,
@@ -101,6 +103,27 @@ def test_newest_run_is_the_training_run_with_the_newest_event_file(tmp_path):
     # make guard's paired runs (outputs/guard/...) are newer but are not training runs.
     touch(RunDir(tmp_path / "guard" / "2026-01-04" / "00-00-00" / "plain").tb / "events.out.tfevents.4.host", age_s=-60)
     assert newest_run(tmp_path) == first
+    # Nor is make gpu-check's short run (outputs/gpu_check/<stamp>/train).
+    check = GpuCheckDir(gpu_check_dir("2026-01-05_00-00-00", tmp_path))
+    touch(check.train.tb / "events.out.tfevents.5.host", age_s=-90)
+    assert newest_run(tmp_path) == first
+
+
+def test_the_layout_of_a_gpu_check_folder_and_the_sample_grids_in_time_order(tmp_path):
+    check = GpuCheckDir(gpu_check_dir("2026-01-05_12-00-00", tmp_path))
+    assert check.path == tmp_path / "gpu_check" / "2026-01-05_12-00-00"
+    assert (check.json.name, check.markdown.name, check.tests_log.name) == (
+        "gpu_check.json",
+        "gpu_check.md",
+        "gpu_tests.log",
+    )
+    assert check.bench("base-64_bf16-mixed") == check.path / "bench" / "base-64_bf16-mixed.json"
+    assert check.train.path == check.path / "train" and check.train.plots == check.path / "train" / "plots"
+    run = RunDir(tmp_path / "run")
+    for name in ("fakes_000000.032.png", "fakes_000000.png", "fakes_000001.024.png", "reals.png"):
+        touch(run.samples / name)
+    # kimg tags with a fraction (utils.io.kimg_tag) do not sort by name: 000000.png is the first grid.
+    assert [p.name for p in run.fakes()] == ["fakes_000000.png", "fakes_000000.032.png", "fakes_000001.024.png"]
 
 
 def test_newest_sweep(tmp_path):

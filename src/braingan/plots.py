@@ -12,15 +12,13 @@ of a resumed run together) and writes one PNG per group of tags into <run>/plots
 The x axis is training time in kimg (the logger's step counts images shown). Each panel shows
 the raw values faintly and TensorBoard's debiased exponential moving average (`smoothing`) on
 top. A step logged twice (a resume from an older checkpoint) keeps its latest value. Reading
-the event files and smoothing live in `reporting/tensorboard.py`, the figure helpers in
-`reporting/figures.py`, and run=last is `rundir.newest_run`.
+the event files and smoothing live in `reporting/tensorboard.py`, the grouping and the figures in
+`reporting/curves.py`, and run=last is `rundir.newest_run`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -29,72 +27,12 @@ from omegaconf import DictConfig
 
 from . import cli
 from .confdir import CONF_DIR
-from .reporting.figures import figure, save_figure
+from .reporting.curves import group_tags, plot_scalars
 from .reporting.tensorboard import event_dir, read_scalars, smooth
 from .rundir import RunDir, newest_run
 from .utils.errors import MissingFileError, UsageError
 
 log = logging.getLogger(__name__)
-
-# file name, tag prefix, all tags on one axis (True) or one panel per tag (False)
-GROUPS = (
-    ("losses", "Loss/", False),
-    ("d_outputs", "D/", True),
-    ("ada", "ADA/", False),
-    ("speed", "Speed/", False),
-    ("metrics", "Metrics/", False),
-)
-SKIPPED = ("Progress/kimg",)  # the x axis itself
-FIRST = ("Loss/G", "Loss/D", "Loss/r1_penalty", "Loss/path_length", "D/real", "D/fake", "ADA/p")  # panel order
-PLOTS = "plots"  # <run>/plots/: the default output folder
-
-
-def group_tags(tags: Sequence[str]) -> list[tuple[str, list[str], bool]]:
-    """[(file stem, tags, overlay)] for the known groups first, then one group per other prefix."""
-    tags = [t for t in tags if t not in SKIPPED]
-    groups, taken = [], set()
-    for stem, prefix, overlay in GROUPS:
-        members = sorted(
-            (t for t in tags if t.startswith(prefix)), key=lambda t: (FIRST.index(t) if t in FIRST else len(FIRST), t)
-        )
-        if members:
-            groups.append((stem, members, overlay))
-            taken.update(members)
-    others: dict[str, list[str]] = {}
-    for tag in sorted(t for t in tags if t not in taken):
-        prefix = tag.split("/", 1)[0] if "/" in tag else "other"
-        others.setdefault(re.sub(r"[^a-z0-9_-]", "_", prefix.lower()), []).append(tag)
-    return groups + [(stem, members, False) for stem, members in others.items()]
-
-
-def plot_group(
-    scalars: dict[str, tuple[np.ndarray, np.ndarray]],  # tag -> (steps in images, values)
-    tags: list[str],  # the tags of this figure
-    overlay: bool,  # all on one axis (True) or one panel each
-    path: Path,  # the PNG to write
-    smoothing: float = 0.6,  # EMA weight in [0, 1); 0 = raw values only
-    dpi: int = 100,
-) -> None:
-    fig, axes = figure(1 if overlay else len(tags))
-    for i, tag in enumerate(tags):
-        ax = axes[0 if overlay else i]
-        steps, values = scalars[tag]
-        kimg = steps / 1000.0
-        color = f"C{i if overlay else 0}"
-        marker = "o" if len(steps) < 3 else None
-        if smoothing > 0 and len(steps) > 1:
-            ax.plot(kimg, values, color=color, alpha=0.25, linewidth=1)
-            ax.plot(kimg, smooth(values, smoothing), color=color, linewidth=1.6, label=tag, marker=marker)
-        else:
-            ax.plot(kimg, values, color=color, linewidth=1.6, label=tag, marker=marker)
-        ax.set_xlabel("training time (kimg)")
-        ax.grid(alpha=0.3)
-        if not overlay:
-            ax.set_title(tag)
-    if overlay:
-        axes[0].set_title(", ".join(tags))
-        axes[0].legend()
-    save_figure(fig, path, dpi)
 
 
 def plots(
@@ -109,14 +47,10 @@ def plots(
         raise MissingFileError(f"run={run} is not a folder; pass a training run folder (outputs/<date>/<time>)")
     smooth(np.zeros(1), smoothing)  # validates the weight before any work
     scalars = read_scalars(event_dir(run))
-    groups = group_tags(list(scalars))
-    if not groups:
+    if not group_tags(list(scalars)):
         raise UsageError(f"the event files of {run} hold no scalars yet; plot again once training has logged")
-    out = Path(out).expanduser() if out not in (None, "") else RunDir(run).path / PLOTS
-    written = []
-    for stem, tags, overlay in groups:
-        plot_group(scalars, tags, overlay, out / f"{stem}.png", smoothing, dpi)
-        written.append(out / f"{stem}.png")
+    out = Path(out).expanduser() if out not in (None, "") else RunDir(run).plots
+    written = plot_scalars(scalars, out, smoothing, dpi)
     log.info(
         "wrote %d plots of %d scalar tags to %s: %s",
         len(written),

@@ -5,6 +5,7 @@
       multirun/<date>/<time>/<n>/         point n of a sweep (`make sweep`), SWEEPS
       slurm/<job id>/                     a run inside a SLURM batch job (survives a requeue)
       bench/, guard/                      `make bench` / `make guard` results (not runs)
+      gpu_check/<date>_<time>/            a `make gpu-check` (GpuCheckDir; its train/ is not a run of its own)
     <run>/
       .hydra/{config,hydra,overrides}.yaml  the composed settings and the command line's overrides
       checkpoints/last.ckpt               refreshed every schedule.last_kimg, at the end and on a stop
@@ -12,6 +13,7 @@
       checkpoints/best_fid.ckpt           the best FID so far (schedule.fid_kimg)
       tb/                                 TensorBoard event files
       samples/                            reals.png and fakes_<kimg>.png
+      plots/                              the curves of `make plots`
       manifest.csv                        every slice the run read, with its subject and split
       train.log                           the run's log
       eval/                               metrics.json of `make eval`, audit.json of `make audit`
@@ -23,6 +25,7 @@ Nothing here reads a checkpoint or knows Hydra: `checkpoint.py` owns the file fo
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -44,8 +47,11 @@ OVERRIDES = "overrides.yaml"  # the command line's overrides in HYDRA_SUBDIR: th
 CONFIG = "config.yaml"  # the composed settings in HYDRA_SUBDIR
 HYDRA_CONFIG = "hydra.yaml"  # Hydra's own settings in HYDRA_SUBDIR
 TB = "tb"
+FAKES_GLOB = "fakes_*.png"  # the generated sample grids in samples/
 EVENTS = "events.out.tfevents.*"  # TensorBoard's event files in TB
-NOT_RUNS = ("guard",)  # folders of OUTPUTS whose training runs are a tool's (make guard's pairs), not runs of their own
+GPU_CHECK = "gpu_check"  # `make gpu-check` folders, in OUTPUTS
+NOT_RUNS = ("guard", GPU_CHECK)  # folders of OUTPUTS whose training runs are a tool's (make guard's pairs,
+# make gpu-check's short run), not runs of their own
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,15 @@ class RunDir:
     def samples(self) -> Path:
         return self.path / "samples"
 
+    def fakes(self) -> list[Path]:
+        """The generated sample grids samples/fakes_<kimg>.png, in training-time order (by their kimg tags)."""
+        return sorted(self.samples.glob(FAKES_GLOB), key=_fakes_kimg)
+
+    @property
+    def plots(self) -> Path:
+        """plots/: the curves `make plots` draws (by default)."""
+        return self.path / "plots"
+
     @property
     def manifest(self) -> Path:
         return self.path / "manifest.csv"
@@ -139,6 +154,14 @@ class RunDir:
     def is_run(self) -> bool:
         """Whether Hydra started a run here (its overrides.yaml exists)."""
         return self.overrides.is_file()
+
+
+def _fakes_kimg(path: Path) -> tuple[float, str]:
+    tag = path.stem.split("_", 1)[-1]  # fakes_000020 and fakes_000000.032 (utils.io.kimg_tag)
+    try:
+        return float(tag), path.name
+    except ValueError:
+        return math.inf, path.name
 
 
 def snapshot_name(tag: str) -> str:
@@ -211,3 +234,49 @@ def slurm_run(job: str, outputs: str | os.PathLike = OUTPUTS) -> Path:
 def tool_output(tool: str, stamp: str, suffix: str = "", outputs: str | os.PathLike = OUTPUTS) -> Path:
     """<outputs>/<tool>/<stamp><suffix>: where `make bench` and `make guard` put results that are not runs."""
     return Path(outputs) / tool / f"{stamp}{suffix}"
+
+
+@dataclass(frozen=True)
+class GpuCheckDir:
+    """The folder of one `make gpu-check` (nothing is created or read here)::
+
+    gpu_check.json        everything measured, phase by phase
+    gpu_check.md          the short summary
+    gpu_tests.log         pytest's output of the GPU tests; gpu_tests.jsonl: one line per test
+    bench/<phase>.json    each training-speed measurement as `make bench` writes it
+    train/                the short training run (a run folder: samples/, tb/, plots/; no checkpoints)
+    """
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(os.path.expanduser(str(self.path))))
+
+    @property
+    def json(self) -> Path:
+        return self.path / "gpu_check.json"
+
+    @property
+    def markdown(self) -> Path:
+        return self.path / "gpu_check.md"
+
+    @property
+    def tests_log(self) -> Path:
+        return self.path / "gpu_tests.log"
+
+    @property
+    def tests_outcomes(self) -> Path:
+        return self.path / "gpu_tests.jsonl"
+
+    def bench(self, phase: str) -> Path:
+        """bench/<phase>.json (`phase` a file-name-safe slug)."""
+        return self.path / "bench" / f"{phase}.json"
+
+    @property
+    def train(self) -> RunDir:
+        return RunDir(self.path / "train")
+
+
+def gpu_check_dir(stamp: str, outputs: str | os.PathLike = OUTPUTS) -> Path:
+    """<outputs>/gpu_check/<stamp>: the default folder of a `make gpu-check`."""
+    return tool_output(GPU_CHECK, stamp, "", outputs)
