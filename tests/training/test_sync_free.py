@@ -64,8 +64,8 @@ def span_overrides(tmp_path, demo_root, **extra) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("batch_gpu", [None, 4])
-def test_no_host_reads_between_logging_ticks(tmp_path, demo_root, monkeypatch, batch_gpu):
+@pytest.mark.parametrize("batch_gpu,precision", [(None, "32-true"), (4, "32-true"), (None, "bf16-mixed")])
+def test_no_host_reads_between_logging_ticks(tmp_path, demo_root, monkeypatch, batch_gpu, precision):
     calls: list[str] = []
     armed, outside = [False], [0]
     for name in CONVERSIONS:
@@ -90,7 +90,9 @@ def test_no_host_reads_between_logging_ticks(tmp_path, demo_root, monkeypatch, b
         armed[0] = False
 
     watch = SpanWatch(monkeypatch, arm, disarm)
-    overrides = span_overrides(tmp_path, demo_root, batch_gpu="null" if batch_gpu is None else batch_gpu)
+    overrides = span_overrides(
+        tmp_path, demo_root, batch_gpu="null" if batch_gpu is None else batch_gpu, **{"trainer.precision": precision}
+    )
     run = train(compose(overrides))
     assert watch.steps == list(range(FIRST, LAST + 1))  # the span really ran
     assert not armed[0]
@@ -101,12 +103,19 @@ def test_no_host_reads_between_logging_ticks(tmp_path, demo_root, monkeypatch, b
 
 @pytest.mark.slow
 @pytest.mark.gpu
-def test_no_synchronization_between_logging_ticks_on_cuda(tmp_path, demo_root, monkeypatch):
-    """The same span on the GPU with the sync debug mode set to error: any synchronization raises."""
+@pytest.mark.parametrize(
+    "precision,batch_gpu", [("32-true", "null"), ("bf16-mixed", "null"), ("16-mixed", "null"), ("16-mixed", 4)]
+)
+def test_no_synchronization_between_logging_ticks_on_cuda(tmp_path, demo_root, monkeypatch, precision, batch_gpu):
+    """The same span on the GPU with the sync debug mode set to error: any synchronization raises.
+
+    16-mixed takes the GradScaler's path; batch_gpu=4 the accumulation (compile is not covered).
+    """
     watch = SpanWatch(
         monkeypatch, lambda: torch.cuda.set_sync_debug_mode("error"), lambda: torch.cuda.set_sync_debug_mode(0)
     )
-    overrides = [o for o in span_overrides(tmp_path, demo_root) if not o.startswith("trainer=")]
+    extra = {"trainer.precision": precision, "batch_gpu": batch_gpu}
+    overrides = [o for o in span_overrides(tmp_path, demo_root, **extra) if not o.startswith("trainer=")]
     try:
         train(compose([*overrides, "trainer=gpu", "trainer.num_workers=2", "trainer.deterministic=false"]))
     finally:

@@ -205,13 +205,20 @@ class SampleGrids(pl.Callback):
 
 
 class ScalarLogger(pl.Callback):
-    """Averages of the module's statistics written to the logger every `log_kimg` (step = images shown)."""
+    """Averages of the module's statistics written to the logger every `log_kimg` (step = images shown).
+
+    Reading them is the training loop's one look at the device between checkpoints, so this is
+    also where a run of non-finite steps stops the run (StyleGAN2Module.check_nonfinite).
+    """
 
     def __init__(self, log_kimg: float | None):
         self.log_kimg = log_kimg
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if crossed_tick(module.prev_nimg, module.cur_nimg, self.log_kimg) is None and not _is_last_step(trainer):
+            # Without a logging cadence, the non-finite stop still looks every max_nonfinite steps.
+            if not self.log_kimg and module.batch_idx % module.train_cfg.max_nonfinite == 0:
+                module.check_nonfinite()
             return
         stats = module.pop_stats()
         if trainer.is_global_zero and trainer.logger is not None:

@@ -81,7 +81,9 @@ def flat_gradients(
     grads = [cast(torch.Tensor, p.grad) for p in params if p.grad is not None]
     dtype = grads[0].dtype if grads else torch.float32
     flat = torch.cat([g.flatten() for g in grads] + [flag.to(dtype).reshape(1)])
-    all_reduce_mean_([flat])
+    if is_distributed():  # in place: the concatenation above is the only copy
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= dist.get_world_size()
     return grads, flat[:-1], flat[-1] > 0
 
 

@@ -227,8 +227,9 @@ class StyleGAN2Module(pl.LightningModule):
         moments and step count untouched. A finite loss can still give non-finite gradients
         (double backward of R1 / path length): those are replaced as in StyleGAN2-ADA so one bad
         element cannot poison Adam's moments. Under 16-mixed the gradient scaler must see an
-        overflow, so they are left alone, a non-finite loss poisons them so the scaler skips the
-        step, and a step the scaler skips is counted as skipped. The first backward of a main
+        overflow, so they are left alone; a non-finite loss poisons them so the scaler skips the
+        step, but keeps its scale (a smaller scale cannot help a forward pass that overflowed,
+        and would starve the next steps' FP16 gradients); a step the scaler skips is counted. The first backward of a main
         phase must reach every trainable parameter of `net` (no silent unused parameter; the
         regularizers legitimately skip some, e.g. output biases).
         """
@@ -238,17 +239,20 @@ class StyleGAN2Module(pl.LightningModule):
             if missing:
                 raise RuntimeError(f"{phase}: no gradient reached {', '.join(missing)}; the loss does not use them")
         params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return ~bad
         grads, flat, bad = flat_gradients(params, bad)
-        scaled = self._trainer is not None and self.trainer.precision == "16-mixed"
-        if scaled:
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+        if scaler is not None:
             flat.masked_fill_(bad, math.nan)
-            bad = bad | ~torch.isfinite(flat).all()
+            loss_bad, bad = bad, bad | ~torch.isfinite(flat).all()
         else:
             torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5, out=flat)
         torch._foreach_copy_(grads, [g.view_as(p) for g, p in zip(flat.split([p.numel() for p in params]), params)])
         optimizer = getattr(opt, "optimizer", opt)  # Lightning's wrapper holds the torch optimizer
-        if scaled:  # the scaler hands the fused Adam its own found_inf
-            opt.step()
+        if scaler is not None:  # the scaler hands the fused Adam its own found_inf
+            with keep_scale_if(scaler, loss_bad):
+                opt.step()
         else:
             optimizer.found_inf = bad.float()
             try:
@@ -548,6 +552,24 @@ class _PhaseSums:
     def record(self, module: StyleGAN2Module) -> None:
         for name, value in self.sums.items():
             module._record(name, value)
+
+
+class keep_scale_if:
+    """Restores a GradScaler's scale and growth tracker after a step when `flag` ([] bool) is set, on the device."""
+
+    def __init__(self, scaler, flag: torch.Tensor):
+        self.scaler, self.flag = scaler, flag
+
+    def __enter__(self) -> None:
+        self.saved = [t.clone() for t in self._state()]
+
+    def __exit__(self, *exc) -> None:
+        for t, saved in zip(self._state(), self.saved):
+            t.copy_(torch.where(self.flag, saved, t))
+
+    def _state(self) -> list[torch.Tensor]:
+        # GradScaler keeps both as device tensors, created by the first scale() (manual_backward).
+        return [self.scaler._scale, self.scaler._growth_tracker]
 
 
 def _rows(t: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
