@@ -35,9 +35,14 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    notes: list[str] = []  # the CPU preset chosen though nvidia-smi sees a GPU: why torch cannot use it
     with cli.user_errors("train"):
-        args = train_arguments(sys.argv[1:], torch.cuda.is_available(), int(os.environ.get("LOCAL_RANK", "0")))
+        args = train_arguments(
+            sys.argv[1:], torch.cuda.is_available(), int(os.environ.get("LOCAL_RANK", "0")), warn=notes.append
+        )
         cli.check_overrides("train", args)
+    for note in notes:  # after the checks: a command with a usage error gets its one line alone
+        print(f"train: {note}", file=sys.stderr, flush=True)
     sys.argv = sys.argv[:1] + args
     _hydra_main()
 

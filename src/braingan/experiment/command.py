@@ -1,13 +1,15 @@
 """The command line of a run, before Hydra composes it, and the resolvers the configs use.
 
 `train_arguments` turns what the user typed into what Hydra composes: a resume's replayed
-overrides, `resume=last` pinned to a file, the CPU preset when no GPU is visible, and the
-deferred write of <run>/.hydra (train() writes it once the command is known to run).
+overrides, `resume=last` pinned to a file, the CPU preset when no GPU is visible (with one
+warning line when nvidia-smi sees a GPU that torch cannot use), and the deferred write of
+<run>/.hydra (train() writes it once the command is known to run).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -15,6 +17,7 @@ from omegaconf import OmegaConf
 
 from ..rundir import slurm_run
 from ..utils.errors import UsageError
+from ..utils.gpu import gpu_unusable_reason
 from ..utils.slurm import slurm_job_id
 from .resume import outputs_of, replay_overrides, resolve_resume, run_dir_for_resume
 
@@ -52,8 +55,22 @@ def default_preset(args: list[str], cuda: bool) -> str | None:
     return CPU_PRESET
 
 
-def train_arguments(args: list[str], cuda: bool, local_rank: int = 0) -> list[str]:
-    """The overrides `python -m braingan.train` hands to Hydra for the command line `args`."""
+def cpu_preset_warning(reason: Callable[[], str | None] = gpu_unusable_reason) -> str | None:
+    """The line to print when the CPU preset is chosen on a machine whose GPU torch cannot use, else None."""
+    why = reason()
+    if why is None:
+        return None
+    return f"{why}; going on with the CPU preset ({CPU_PRESET}; pass it yourself to silence this line)"
+
+
+def train_arguments(
+    args: list[str], cuda: bool, local_rank: int = 0, warn: Callable[[str], None] | None = None
+) -> list[str]:
+    """The overrides `python -m braingan.train` hands to Hydra for the command line `args`.
+
+    `warn` receives `cpu_preset_warning()` when the CPU preset is chosen and nvidia-smi sees a GPU
+    that torch cannot use (rank 0 only).
+    """
     # resume=last, pinned now: ranks that Lightning starts later re-read this command line (and the
     # replay below then reads that file instead of searching outputs/ a second time).
     args = [
@@ -65,6 +82,10 @@ def train_arguments(args: list[str], cuda: bool, local_rank: int = 0) -> list[st
     preset = default_preset(args, cuda)
     if preset is not None:
         extra.append(preset)
+        if preset == CPU_PRESET and warn is not None and local_rank == 0:
+            note = cpu_preset_warning()
+            if note is not None:
+                warn(note)
     if local_rank > 0 and DEFER_HYDRA_FILES in args:
         # A rank that Lightning's launcher started: rank 0 alone writes the run's log file.
         extra.append("hydra/job_logging=stdout")
