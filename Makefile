@@ -8,9 +8,18 @@ PY := $(VENV)/bin/python
 ARGS ?=
 CKPT ?=
 PYTEST_ARGS ?=
+# Another torch build (README: Another CUDA build of torch), e.g. for an older CUDA driver:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cu121 TORCH=2.4.1
+# TORCH_INDEX: a wheel index holding that build (pip's --index-url); TORCH: its version (default: the
+# index's newest); TORCHVISION: the matching release (default: derived from TORCH, 2.N.x -> 0.(N+15).*).
+TORCH ?=
+TORCH_INDEX ?=
+TORCHVISION ?= $(if $(TORCH),$(shell echo '$(TORCH)' | awk -F. '{printf "0.%d.*", $$2 + 15}'))
+TORCH_VENV ?= .venv-torch$(TORCH)
+LOWEST_VENV ?= .venv-lowest
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench guard wheelhouse gpu-check
+.PHONY: help install test test-fast test-torch test-lowest lint format train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench guard wheelhouse gpu-check
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -18,9 +27,17 @@ help: ## List the targets
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-install: $(PY) ## Create .venv and install the pinned requirements and this package
+install: $(PY) ## Create .venv and install the pinned requirements and this package (TORCH_INDEX=, TORCH=: another torch build)
 	$(PY) -m pip install --upgrade pip
+ifeq ($(strip $(TORCH)$(TORCH_INDEX)),)
 	$(PY) -m pip install -r requirements.txt
+else
+	@# That torch first, then the other pins with torch and torchvision held where they are.
+	$(PY) -m pip install $(if $(TORCH_INDEX),--index-url '$(TORCH_INDEX)') 'torch$(if $(TORCH),==$(TORCH))' 'torchvision$(if $(TORCHVISION),==$(TORCHVISION))'
+	$(PY) -c 'from importlib.metadata import version as v; print("torch==" + v("torch")); print("torchvision==" + v("torchvision"))' > $(VENV)/torch-constraints.txt
+	grep -vE '^(torch|torchvision)[ =<>!~;]' requirements.txt > $(VENV)/requirements-without-torch.txt
+	$(PY) -m pip install -r $(VENV)/requirements-without-torch.txt -c $(VENV)/torch-constraints.txt
+endif
 	$(PY) -m pip install --no-deps -e .
 	@$(PY) -c "import torch, torchvision, pytorch_lightning, hydra, nilearn; print('installed: torch', torch.__version__, '| lightning', pytorch_lightning.__version__, '| CUDA available:', torch.cuda.is_available())"
 
@@ -29,6 +46,18 @@ test: ## Run the test suite (CPU; GPU tests skip without CUDA)
 
 test-fast: ## Run the unit tests only (leaves out the slow end-to-end runs)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-torch: ## The unit tests on another torch, in .venv-torch<TORCH>/: make test-torch TORCH=2.4.1 TORCHVISION=0.19.1
+	@test -n '$(TORCH)' || { echo "make test-torch: name the version, e.g. make test-torch TORCH=2.4.1 TORCHVISION=0.19.1" >&2; exit 2; }
+	$(MAKE) --no-print-directory install VENV='$(TORCH_VENV)' TORCH='$(TORCH)' TORCHVISION='$(TORCHVISION)' TORCH_INDEX='$(TORCH_INDEX)'
+	$(TORCH_VENV)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-lowest: ## The unit tests with every dependency at the lowest version pyproject.toml allows, in a new .venv-lowest/ (PYTHON=python3.10)
+	rm -rf $(LOWEST_VENV)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install uv
+	$(LOWEST_VENV)/bin/python -m uv pip install --python $(LOWEST_VENV)/bin/python --resolution lowest-direct -e '.[dev]'
+	$(LOWEST_VENV)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: ## Check lint, formatting and types (ruff check, ruff format --check, mypy)
 	$(VENV)/bin/ruff check src tests
