@@ -49,10 +49,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..utils.errors import UsageError
+from .grid_sample import grid_sample
 
 P_MAX = 1.0 - 2.0**-24  # largest float32 below 1: `ada_step` keeps p in [0, 1) even after float32 storage
 
@@ -197,7 +197,8 @@ def _warp(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     gx = g[:, 0, 0] * px + g[:, 0, 1] * py[:, None] + g[:, 0, 2]  # [M, H, W] input x in pixels
     gy = g[:, 1, 0] * px + g[:, 1, 1] * py[:, None] + g[:, 1, 2]  # [M, H, W] input y in pixels
     grid = torch.stack([gx * (2.0 / w), gy * (2.0 / h)], dim=-1)  # [M, H, W, 2] in [-1, 1], align_corners=False
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # nn.grid_sample: R1 differentiates through this warp twice, which F.grid_sample cannot before torch 2.12/2.13
+    return grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def ada_step(
