@@ -227,7 +227,10 @@ def test_bad_options_are_one_line_usage_errors(capsys, tmp_path):
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_target_runs_the_script_with_args():
     dry = subprocess.run(
-        ["make", "--no-print-directory", "-n", "wheelhouse", "ARGS=python=3.12 only=gpu-check"], cwd=REPO, capture_output=True, text=True
+        ["make", "--no-print-directory", "-n", "wheelhouse", "ARGS=python=3.12 only=gpu-check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.strip().endswith("scripts/wheelhouse.py python=3.12 only=gpu-check"), dry.stdout
