@@ -2,18 +2,10 @@
 
 Reads the scalars that training logged to TensorBoard (<run>/tb/events.out.tfevents.*, all files
 of a resumed run together) and writes one PNG per group of tags into <run>/plots/ (or out=):
-
-    losses.png      Loss/G, Loss/D, Loss/r1_penalty, Loss/path_length, ... one panel each
-    d_outputs.png   D/real and D/fake on one axis
-    ada.png         ADA/p, ADA/rt                  speed.png     Speed/*
-    metrics.png     Metrics/* (e.g. FID), one panel each
-    <group>.png     any other prefix (progress.png: Progress/nonfinite_steps, ...)
-
-The x axis is training time in kimg (the logger's step counts images shown). Each panel shows
-the raw values faintly and TensorBoard's debiased exponential moving average (`smoothing`) on
-top. A step logged twice (a resume from an older checkpoint) keeps its latest value. Reading
-the event files and smoothing live in `reporting/tensorboard.py`, the grouping and the figures in
-`reporting/curves.py`, and run=last is `rundir.newest_run`.
+losses.png, d_outputs.png, ada.png, speed.png, metrics.png, ... (reporting/curves.py says what
+each holds and how the curves are drawn). A step logged twice (a resume from an older checkpoint)
+keeps its latest value. Reading the event files and smoothing live in `reporting/tensorboard.py`,
+the grouping and the figures in `reporting/curves.py`, and run=last is `rundir.newest_run`.
 """
 
 from __future__ import annotations
