@@ -21,9 +21,10 @@ from ..rundir import OUTPUTS, RunDir, newest_last_checkpoint
 from ..utils.errors import MissingFileError, UsageError
 
 # Settings a run may change when it continues in its own folder: its length, where and on how
-# many processes it runs, how often it writes.
+# many processes it runs (and in passes of how many images: batch_gpu), how often it writes.
 CONTINUE_MAY_CHANGE = (
     "kimg",
+    "batch_gpu",
     "resume",
     "run_dir",
     "trainer.max_time",
