@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import types
 
 import pytest
 import torch
 
-import braingan.utils
 from braingan.experiment import gpu_tests as gpu_tests_module
 from braingan.experiment.gpu_check import GpuCheck, Measured, bench_estimate, fastest, train_plan
 from braingan.experiment.gpu_tests import SOURCE_TESTS_DIR, find_tests, run_gpu_tests
@@ -19,7 +17,7 @@ from braingan.experiment.phases import ERROR, FAILED, OK, SKIPPED, Budget, Phase
 from braingan.reporting.gpu_report import format_summary, markdown
 from braingan.reporting.references import reference_for
 from braingan.utils.errors import UsageError
-from helpers.runs import DEMO_SUBJECTS, REPO, run_tool
+from helpers.runs import DEMO_SUBJECTS, PAPER_256, REPO, run_tool
 
 GUESS = {"setup_s": 30, "sec_per_kimg": {"paper": 35, "base": 18}, "compile_s": 120}
 BENCH_NAMES = [
@@ -133,21 +131,20 @@ def test_without_cuda_the_check_says_so_in_one_line_after_the_environment(tmp_pa
     assert list(tmp_path.iterdir()) == []  # nothing measured, nothing written
 
 
-def test_the_driver_and_the_reason_come_from_utils_gpu_where_it_is_there(monkeypatch):
+def test_the_driver_and_the_reason_come_from_one_nvidia_smi_call(tmp_path, monkeypatch):
+    """A fake nvidia-smi on PATH (a real program that logs its calls): the driver it reports, and the reason
+    from utils/gpu.py only where torch cannot use the GPU, for one nvidia-smi call each time."""
     from braingan.reporting.gpu_report import nvidia_facts
 
-    calls = []
-    fake = types.SimpleNamespace(
-        nvidia_smi_gpus=lambda: [types.SimpleNamespace(name="NVIDIA H100", driver="535.104.05")],
-        gpu_unusable_reason=lambda: calls.append(1) or "driver too old",
-    )
-    monkeypatch.setitem(sys.modules, "braingan.utils.gpu", fake)
-    monkeypatch.setattr(braingan.utils, "gpu", fake, raising=False)
-    assert nvidia_facts(cuda=True) == ("535.104.05", None) and calls == []  # torch uses the GPU: nothing to explain
-    assert nvidia_facts(cuda=False) == ("535.104.05", "driver too old")
-    monkeypatch.setitem(sys.modules, "braingan.utils.gpu", None)  # not there: the hook says nothing
-    monkeypatch.delattr(braingan.utils, "gpu", raising=False)
-    assert nvidia_facts(cuda=False) == (None, None)
+    log = tmp_path / "calls"
+    exe = tmp_path / "nvidia-smi"
+    exe.write_text(f"#!/bin/sh\necho x >> {log}\necho 'NVIDIA H100 80GB HBM3, 535.104.05'\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert nvidia_facts(cuda=True) == ("535.104.05", None)  # torch uses the GPU: nothing to explain
+    driver, reason = nvidia_facts(cuda=False)
+    assert driver == "535.104.05" and reason.startswith("nvidia-smi sees 1 GPU (NVIDIA H100 80GB HBM3")
+    assert log.read_text().count("x") == 2
 
 
 def test_tests_are_found_in_a_source_checkout_and_the_setting_is_checked(tmp_path, monkeypatch):
@@ -340,15 +337,7 @@ def test_gpu_tests_that_run_past_their_time_are_stopped_and_what_finished_is_kep
 
 
 def test_the_summary_puts_the_official_figures_beside_the_matching_rows():
-    paper = {
-        "resolution": 256,
-        "img_channels": 1,
-        "channel_base": 32768,
-        "channel_max": 512,
-        "mapping_layers": 8,
-        "batch_size": 32,
-        "augment": "ada",
-    }
+    paper = dict(PAPER_256)
     ref = reference_for(paper, cuda=True)
     bench = {
         "config": {"model": "paper", "batch_size": 32},

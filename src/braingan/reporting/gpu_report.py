@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..utils.gpu import gpu_unusable_reason, nvidia_smi_gpus
 from .environment import device_info, versions
 from .tables import MISSING, cell, fixed_width, significant
 
@@ -91,13 +92,9 @@ def environment(num_workers: int) -> dict:
 
 def nvidia_facts(cuda: bool) -> tuple[str | None, str | None]:
     """(the driver version nvidia-smi reports, why torch cannot use a GPU nvidia-smi sees: None with CUDA),
-    from utils/gpu.py (issue 13, item 3); (None, None) where that module is not there yet."""
-    try:
-        from ..utils import gpu
-    except ImportError:  # the hook: until utils/gpu.py lands, no driver version and no reason
-        return None, None
-    smi = gpu.nvidia_smi_gpus()
-    return (smi[0].driver if smi else None), (None if cuda else gpu.gpu_unusable_reason())
+    from one nvidia-smi call."""
+    smi = nvidia_smi_gpus()
+    return (smi[0].driver if smi else None), (None if cuda else gpu_unusable_reason(gpus=smi))
 
 
 def _yes(value) -> str:

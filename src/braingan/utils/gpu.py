@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -150,13 +151,17 @@ def explain(gpus: list[SmiGpu] | None, torch_facts: TorchCuda, visible_devices: 
     return f"{head}: torch (CUDA {torch_facts.cuda}) finds no usable device"
 
 
-def gpu_unusable_reason(timeout: float = NVIDIA_SMI_TIMEOUT_S) -> str | None:
+def gpu_unusable_reason(
+    timeout: float = NVIDIA_SMI_TIMEOUT_S, gpus: list[SmiGpu] | None | Literal["ask"] = "ask"
+) -> str | None:
     """One line when nvidia-smi sees a GPU that torch cannot use, with the reason and what to do; else None.
 
     Costs nothing on a machine without nvidia-smi; runs nvidia-smi (at most `timeout` s) otherwise,
-    and looks at torch's CUDA state only when nvidia-smi lists a GPU.
+    unless the caller passes what nvidia_smi_gpus() returned as `gpus`, and looks at torch's CUDA
+    state only when nvidia-smi lists a GPU.
     """
-    gpus = nvidia_smi_gpus(timeout)
+    if gpus == "ask":
+        gpus = nvidia_smi_gpus(timeout)
     if not gpus:
         return None
     return explain(gpus, torch_cuda(), os.environ.get("CUDA_VISIBLE_DEVICES"))
