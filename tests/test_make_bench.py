@@ -15,7 +15,7 @@ from braingan.experiment.benchmark import lazy_period, round_up
 from braingan.experiment.command import tool_arguments
 from braingan.reporting.references import reference_for
 from braingan.training.config import TrainConfig
-from helpers.runs import DEMO_SUBJECTS, REPO
+from helpers.runs import DEMO_SUBJECTS, PAPER_256, REPO
 
 FIELDS = (
     "device",
@@ -65,15 +65,6 @@ CONFIG_FIELDS = (
     "params_G",
     "params_D",
 )
-PAPER_256 = {
-    "resolution": 256,
-    "img_channels": 1,
-    "channel_base": 32768,
-    "channel_max": 512,
-    "mapping_layers": 8,
-    "batch_size": 32,
-    "augment": "ada",
-}
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_SUBJECTS = 5  # the end-to-end tests' demo set: 5 pseudo-subjects x 32 slices
+# The configuration facts of the official full-width 256x256 reference (docs/anchors.md), as make bench reports them.
+PAPER_256 = {
+    "resolution": 256,
+    "img_channels": 1,
+    "channel_base": 32768,
+    "channel_max": 512,
+    "mapping_layers": 8,
+    "batch_size": 32,
+    "augment": "ada",
+}
 
 
 def compose(overrides: list[str]):
