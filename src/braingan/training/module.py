@@ -197,8 +197,12 @@ class StyleGAN2Module(pl.LightningModule):
         (pop_stats), so recording never waits for the GPU.
         """
         v = value.detach().float().mean()
-        w = torch.ones_like(v) if weight is None else weight.float()
-        self._stats.setdefault(name, []).append(torch.stack([torch.where(w > 0, v, 0.0), w]))
+        if weight is None:  # [v, 1] in one kernel: this runs several times a step
+            pair = F.pad(v.reshape(1), (0, 1), value=1.0)
+        else:
+            w = weight.float()
+            pair = torch.stack([torch.where(w > 0, v, 0.0), w])
+        self._stats.setdefault(name, []).append(pair)
 
     def _passes(self, total: int) -> list[tuple[slice, float]]:
         """A phase's batch of `total` images as forward passes of at most `batch_gpu` images: (rows, share).
