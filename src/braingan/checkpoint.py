@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from .nn.config import NetworkConfig
+from .nn.discriminator import Discriminator
 from .nn.synthesis import Generator
 from .rundir import RunDir, snapshot_tag
 from .utils.errors import MissingFileError, UsageError
@@ -362,9 +363,20 @@ def load_generator(
 ) -> Generator:
     """The generator stored in a training checkpoint (`G_ema` by default, or `G`), in eval mode."""
     ckpt = read_checkpoint(path, map_location)
-    cfg = NetworkConfig.from_dict(ckpt[HYPER_PARAMETERS][NET])
-    G = Generator(cfg)
-    prefix = which + "."
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    G.load_state_dict(state)
+    G = Generator(NetworkConfig.from_dict(ckpt[HYPER_PARAMETERS][NET]))
+    G.load_state_dict(network_state(ckpt, which))
     return G.eval().requires_grad_(False)
+
+
+def load_discriminator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Discriminator:
+    """The discriminator stored in a training checkpoint, in eval mode (e.g. its features for projection)."""
+    ckpt = read_checkpoint(path, map_location)
+    D = Discriminator(NetworkConfig.from_dict(ckpt[HYPER_PARAMETERS][NET]))
+    D.load_state_dict(network_state(ckpt, "D"))
+    return D.eval().requires_grad_(False)
+
+
+def network_state(ckpt: dict, which: str) -> dict[str, torch.Tensor]:
+    """The state dict of one network (`G`, `G_ema` or `D`) of a checkpoint dict, its prefix removed."""
+    prefix = which + "."
+    return {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}

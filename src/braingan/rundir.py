@@ -132,6 +132,11 @@ class RunDir:
         return self.path / "manifest.csv"
 
     @property
+    def init(self) -> Path:
+        """init.json: where a fine-tuned run's weights came from (init=), beside manifest.csv."""
+        return self.path / "init.json"
+
+    @property
     def log(self) -> Path:
         return self.path / "train.log"
 
@@ -146,6 +151,11 @@ class RunDir:
     @property
     def generate(self) -> Path:
         return self.path / "generate"
+
+    @property
+    def project(self) -> Path:
+        """project/: what `make project` writes by default (projections of real slices)."""
+        return self.path / "project"
 
     def existing_last(self) -> Path | None:
         """checkpoints/last.ckpt when the folder already holds a run (a requeued job), else None."""
