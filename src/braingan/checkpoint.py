@@ -4,7 +4,8 @@ A checkpoint is Lightning's dict (state_dict, optimizer states, ...) plus
 
     hyper_parameters  {NET: NetworkConfig.to_dict(), TRAIN: TrainConfig.to_dict(), DATA: data_info}
     ENTRY ("braingan") {FORMAT_VERSION_KEY, CUR_NIMG, BATCH_IDX, NONFINITE_TOTAL, RNG,
-                        RUN_CONFIG (optional), RNG_PER_RANK and RANK_DIGESTS (several processes)}
+                        RUN_CONFIG (optional), INIT (fine-tuned runs), RNG_PER_RANK and RANK_DIGESTS
+                        (several processes)}
 
 Format versions: 1 = everything written before the entry held FORMAT_VERSION_KEY; 2 = the same
 fields with the version stored. A file of a newer version is refused in one line.
@@ -46,6 +47,7 @@ RNG = "rng"  # rank 0's RNG states {torch, numpy, python[, cuda]}
 RNG_PER_RANK = "rng_per_rank"  # every rank's RNG states (several processes only)
 RANK_DIGESTS = "rank_digests"  # every rank's digests of weights and buffers (several processes only)
 RUN_CONFIG = "run_config"  # the run's flattened settings (a requeued job checks it is the same run)
+INIT = "init"  # a fine-tuned run: where its weights started (init=): checkpoint, kimg, data set, what was taken
 
 # Lightning's entry of save_hyperparameters and our three dicts in it.
 HYPER_PARAMETERS = "hyper_parameters"
@@ -227,6 +229,7 @@ def write_training_state(
     nonfinite_total: int,  # steps skipped for a non-finite loss
     rng: dict,  # rank 0's RNG states
     run_config: dict | None = None,  # the run's flattened settings; None = not stored
+    init: dict | None = None,  # where a fine-tuned run started (experiment/finetune.py init_record); None = not one
     rng_per_rank: list[dict] | None = None,  # every rank's RNG states; None = one process
     rank_digests: list[dict] | None = None,  # every rank's weight digests; None = one process
 ) -> None:
@@ -240,6 +243,8 @@ def write_training_state(
     }
     if run_config is not None:
         entry[RUN_CONFIG] = run_config
+    if init is not None:
+        entry[INIT] = init
     if rng_per_rank is not None:
         entry[RNG_PER_RANK] = rng_per_rank
     if rank_digests is not None:
@@ -259,6 +264,7 @@ class TrainingState:
     rng_per_rank: list[dict] | None = None
     rank_digests: list[dict] | None = None
     run_config: dict | None = None  # None: written before checkpoints stored their settings
+    init: dict | None = None  # None: not a fine-tuned run (or written before init= existed)
 
     @property
     def kimg(self) -> float:
@@ -278,6 +284,7 @@ def training_state(checkpoint: dict, where: str = "the checkpoint") -> TrainingS
         rng_per_rank=entry.get(RNG_PER_RANK),
         rank_digests=entry.get(RANK_DIGESTS),
         run_config=entry.get(RUN_CONFIG),
+        init=entry.get(INIT),
     )
 
 
@@ -297,6 +304,7 @@ class CheckpointInfo:
     data: dict  # SliceDataModule.data_info(): class_names, geometry, splits
     cur_nimg: int  # images shown to D when it was written
     run_config: dict | None  # the run's flattened settings; None before checkpoints stored them
+    init: dict | None = None  # a fine-tuned run: where its weights started (checkpoint, kimg, data set); else None
 
     @property
     def kimg(self) -> float:
@@ -355,6 +363,7 @@ def read_info(path: str | os.PathLike, setting: str = "ckpt") -> CheckpointInfo:
         data=dict(hp.get(DATA) or {}),
         cur_nimg=state.cur_nimg,
         run_config=state.run_config,
+        init=state.init,
     )
 
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import cli
 from .checkpoint import load_generator, read_info
 from .confdir import CONF_DIR
+from .experiment.finetune import describe_init
 from .experiment.resume import resolve_ckpt
 from .metrics.features import extract_features
 from .metrics.fid import fid_from_features
@@ -132,6 +133,7 @@ def evaluate(
     result["settings"] = {
         "checkpoint": str(ckpt.resolve()),
         "kimg": info.kimg,
+        "init": info.init,  # a fine-tuned model: where its training started (None: from scratch)
         "num_gen": int(num_gen),
         "real": real,
         "num_real": int(len(real_feat)),
@@ -171,6 +173,9 @@ def format_table(result: dict) -> str:
             f"{m['num_real']:7d} {m['num_gen']:7d}"
         )
     s = result["settings"]
+    started = describe_init(s.get("init"))
+    if started:
+        lines.append(started)
     lines.append(
         f"checkpoint {s['checkpoint']} ({s['kimg']:.3f} kimg), {s['resolution']}px, psi {s['truncation_psi']}, "
         f"seed {s['seed']}, extractor sha256 {s['extractor_sha256'][:12]}, {s['seconds']} s"

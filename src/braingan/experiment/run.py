@@ -7,6 +7,7 @@ leaves an existing run exactly as it was.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import signal
@@ -29,7 +30,8 @@ from ..training.module import StyleGAN2Module
 from ..utils.errors import Interrupted, NoSpaceError, UsageError, UserError
 from ..utils.io import atomic_path, is_no_space, remove_stale_temporaries
 from .command import DEFER_HYDRA_FILES
-from .resume import check_resume_matches, continue_checkpoint, resolve_resume, resume_notes
+from .finetune import init_notes, init_record, initialize, network_for_init, read_source
+from .resume import check_resume_matches, continue_checkpoint, is_unset, resolve_resume, resume_notes
 from .settings import check_settings, data_and_configs, flat_settings
 from .trainer import build_trainer, requested_processes, set_backends
 
@@ -50,10 +52,13 @@ def train(cfg: DictConfig) -> Path:
     run_config = flat_settings(cfg)
     with DeferredLogFile() as deferred:
         ckpt_path, info, notes = checkpoint_to_continue(cfg, run, run_config)
+        source = read_source(cfg.init, cfg.paths.outputs) if info is None else None  # init=: fine-tune
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         set_backends(cfg.trainer)
         dm, net, train_cfg = data_and_configs(cfg, processes)
         done = 0
+        if source is not None:
+            net = network_for_init(net, source, dm.class_names)
         if info is not None:
             # Properties of the trained weights, not settings: a resumed run computes as it was trained.
             net = net.trained_like(info.net)
@@ -67,6 +72,12 @@ def train(cfg: DictConfig) -> Path:
                 return run.path
         module = StyleGAN2Module(net, train_cfg, dm.data_info())
         module.run_config = run_config  # saved in checkpoints: a requeued job checks it is the same run
+        if source is not None:
+            report = initialize(module, source, strict=cfg.init_strict, keep_ada=cfg.init_keep_ada)
+            module.init_source = init_record(source, report, cfg.init_strict, cfg.init_keep_ada, train_cfg.freeze_d)
+            notes += init_notes(module.init_source, report)
+        elif info is not None and not is_unset(cfg.get("init")):
+            notes.append(f"init={cfg.init} is not used: a continued run trains on from its own checkpoint")
         trainer, preemption = build_trainer(cfg, run)
         # Everything is checked: from here on the run folder is written.
         run.path.mkdir(parents=True, exist_ok=True)
@@ -76,7 +87,7 @@ def train(cfg: DictConfig) -> Path:
         for note in notes:
             log.warning(note)
         if trainer.is_global_zero:
-            write_run_files(cfg, run, trainer, dm, run_config)
+            write_run_files(cfg, run, trainer, dm, run_config, module.init_source)
         if ckpt_path is not None:
             dm.start_index = done // trainer.world_size  # the sampler resumes at the images this process consumed
             module.last_good_ckpt = str(ckpt_path)
@@ -118,8 +129,10 @@ def checkpoint_to_continue(
     return ckpt_path, read_info(ckpt_path, setting="resume"), []
 
 
-def write_run_files(cfg: DictConfig, run: RunDir, trainer: pl.Trainer, dm: SliceDataModule, run_config: dict) -> None:
-    """Rank 0, once the command is checked: stale temporaries out; .hydra/, manifest.csv and the hyperparameters in."""
+def write_run_files(
+    cfg: DictConfig, run: RunDir, trainer: pl.Trainer, dm: SliceDataModule, run_config: dict, init: dict | None = None
+) -> None:
+    """Rank 0, once the command is checked: stale temporaries out; .hydra/, manifest.csv (+ init.json) and the hyperparameters in."""
     stale = remove_stale_temporaries(run.checkpoints)
     if stale:
         log.warning(
@@ -129,6 +142,9 @@ def write_run_files(cfg: DictConfig, run: RunDir, trainer: pl.Trainer, dm: Slice
         )
     save_run_files(run, cfg)
     write_manifest(dm.records, run.manifest)
+    if init is not None:  # where a fine-tuned run's weights came from, beside its manifest
+        with atomic_path(run.init) as tmp:
+            tmp.write_text(json.dumps(init, indent=2) + "\n", encoding="utf-8")
     fid = next((c for c in cast(Any, trainer).callbacks if isinstance(c, FIDMonitor)), None)
     log_hyperparameters(trainer.logger, run_config, HPARAMS_METRICS + ((fid.tag,) if fid else ()))
 

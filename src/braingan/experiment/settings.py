@@ -210,6 +210,14 @@ def check_settings(cfg: DictConfig, processes: int) -> None:
             raise UsageError(f"schedule.{key}={value} must be a number of kimg >= 0 (0 or null = never)")
     if not _is_int(cfg.max_nonfinite) or cfg.max_nonfinite < 1:
         raise UsageError(f"max_nonfinite={cfg.max_nonfinite} must be a whole number >= 1")
+    for key in ("init_strict", "init_keep_ada"):
+        if not isinstance(cfg.get(key), bool):
+            raise UsageError(f"{key}={cfg.get(key)} must be true or false")
+    freeze = cfg.model.get("freeze_d", 0)
+    if not _is_int(freeze) or freeze < 0:
+        raise UsageError(
+            f"model.freeze_d={freeze} must be a whole number >= 0 (D blocks frozen from the highest resolution)"
+        )
 
 
 def flat_settings(cfg: DictConfig) -> dict:

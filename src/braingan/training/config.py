@@ -48,6 +48,7 @@ class TrainConfig(DictSerializable):
     pl_decay: float = 0.01  # decay of the running mean of path lengths
     pl_batch_shrink: int = 2  # path-length batch = batch / this
     style_mixing: float = 0.9  # probability of mixing two latents in a training batch
+    freeze_d: int = 0  # Freeze-D (Mo et al. 2020): D's first N blocks from the highest resolution are not trained
     ema_kimg: float = 10.0  # half-life of the generator EMA in kimg, resolved (model.ema_kimg=auto: `resolve_ema_kimg`)
     ema_rampup: float | None = 0.05  # EMA half-life capped at cur_nimg * this; None = no ramp-up
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # ADA (the `augment:` node)

@@ -89,6 +89,11 @@ class StyleGAN2Module(pl.LightningModule):
         self.G_ema = copy.deepcopy(self.G).eval()
         _set_requires_grad(self.G_ema, False)
         tc = self.train_cfg
+        if not 0 <= tc.freeze_d <= len(self.D.blocks):
+            raise UsageError(
+                f"model.freeze_d={tc.freeze_d} must be between 0 and the {len(self.D.blocks)} blocks of D at "
+                f"{self.net_cfg.img_resolution}x{self.net_cfg.img_resolution}"
+            )
         if tc.augment.mode not in ("ada", "fixed", "none"):
             raise UsageError(f"augment.mode must be ada, fixed or none, got {tc.augment.mode!r}")
         self.augment_pipe = AugmentPipe(**tc.augment.pipe, p_init=tc.augment.p) if tc.augment.mode != "none" else None
@@ -113,6 +118,7 @@ class StyleGAN2Module(pl.LightningModule):
         self.batch_idx = 0  # training steps so far (drives the lazy intervals)
         self.last_good_ckpt: str | None = None  # set by the checkpoint callback
         self.run_config: dict | None = None  # the run's flattened settings, saved in checkpoints (train.py)
+        self.init_source: dict | None = None  # a fine-tuned run: where its weights started (init=), saved too
         self._pending_rng: dict | None = None
         self._grads_checked: set[str] = set()  # phases whose first backward was checked for missing gradients
         self._stats: dict[str, list[torch.Tensor]] = {}  # name -> [value, weight] per record, on the device
@@ -359,7 +365,7 @@ class StyleGAN2Module(pl.LightningModule):
         # ADA's statistic (a NaN would make r_t NaN); summed over the ranks every step, so the
         # statistic, and p, are the same on all of them.
         _set_requires_grad(self.G, False)
-        _set_requires_grad(self.D, True)
+        self._set_d_trainable()
         z = torch.randn(n, self.net_cfg.z_dim, device=device)
         opt_d.zero_grad(set_to_none=True)
         phase = _PhaseSums(device)
@@ -406,6 +412,16 @@ class StyleGAN2Module(pl.LightningModule):
         self._track_nonfinite(ok)
         if self.cur_nimg >= tc.kimg * 1000:
             self.trainer.should_stop = True
+
+    def frozen_d_blocks(self) -> list[torch.nn.Module]:
+        """D's blocks that Freeze-D leaves untrained: the first `freeze_d` from the highest resolution."""
+        return list(self.D.blocks[: self.train_cfg.freeze_d])
+
+    def _set_d_trainable(self) -> None:
+        """D's parameters take gradients, except those of the frozen blocks (no gradient: Adam never moves them)."""
+        _set_requires_grad(self.D, True)
+        for block in self.frozen_d_blocks():
+            _set_requires_grad(block, False)
 
     def _update_ada_p(self) -> None:
         """One ADA controller step on the device; skipped (p kept) when no finite real logit was seen."""
@@ -502,6 +518,7 @@ class StyleGAN2Module(pl.LightningModule):
             nonfinite_total=self.nonfinite_total,
             rng=rng[0],
             run_config=self.run_config,
+            init=self.init_source,
             rng_per_rank=rng if several else None,
             rank_digests=self.check_ranks_agree() if several else None,
         )
@@ -528,6 +545,7 @@ class StyleGAN2Module(pl.LightningModule):
         self.prev_nimg = self.cur_nimg
         self.batch_idx = state.batch_idx
         self.nonfinite_total = state.nonfinite_total
+        self.init_source = state.init
         # Applied at on_train_start, after Lightning has finished its own set-up. Each rank
         # continues its own stream; with another number of processes, rank 0's plus the rank.
         per_rank = state.rng_per_rank
