@@ -26,7 +26,8 @@ def runs(tmp_path_factory, demo_root) -> dict:
     shutil.copytree(run, damaged)
     last = damaged / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
-    return {"run": run, "damaged": damaged, "overrides": overrides, "base": base, "demo": demo_root}
+    fresh = base / "fresh"  # where a refused new run must leave nothing
+    return {"run": run, "damaged": damaged, "fresh": fresh, "overrides": overrides, "base": base, "demo": demo_root}
 
 
 def _cases() -> list[tuple[str, str, object, str]]:
@@ -121,6 +122,19 @@ def _cases() -> list[tuple[str, str, object, str]]:
             "train",
             lambda r: ov(r, "model.r1_gamma=5"),
             "already holds a run with other settings (model.r1_gamma: 0.1 -> 5",
+        ),
+        # Fine-tuning: a source that is not a checkpoint, a Freeze-D deeper than D (into a new folder).
+        (
+            "init-png",
+            "train",
+            lambda r: ov(r, f"init={r['run'] / 'samples' / 'reals.png'}", into="fresh"),
+            "samples/reals.png is not a braingan checkpoint: it is a PNG image",
+        ),
+        (
+            "freeze-d-too-deep",
+            "train",
+            lambda r: ov(r, f"init={last(r)}", "model.freeze_d=9", into="fresh"),
+            "model.freeze_d=9 must be between 0 and the 3 blocks of D at 32x32",
         ),
         # Data errors raised on purpose arrive without their traceback.
         (
