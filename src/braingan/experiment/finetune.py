@@ -10,15 +10,13 @@ requeued job) never re-initializes: its own checkpoint holds its weights.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from ..checkpoint import CheckpointInfo, read_checkpoint, read_info
 from ..nn.config import NetworkConfig
-from ..rundir import newest_last_checkpoint
 from ..training.transfer import TransferReport, transfer_weights
-from ..utils.errors import MissingFileError, UsageError
-from .resume import is_unset
+from ..utils.errors import UsageError
+from .resume import resolve_resume
 
 # Settings that shape the networks: named when a tensor's shape differs (config key -> NetworkConfig field).
 SHAPE_SETTINGS = {
@@ -31,21 +29,12 @@ SHAPE_SETTINGS = {
 }
 
 
-def init_checkpoint(init, outputs) -> Path | None:
-    """init=null -> None; init=last -> the newest last.ckpt under `outputs`; else that file, which must exist."""
-    if is_unset(init):
-        return None
-    if str(init) == "last":
-        return newest_last_checkpoint(outputs, setting="init")
-    path = Path(str(init)).expanduser()
-    if not path.is_file():
-        raise MissingFileError(f"init={init}: no such checkpoint file")
-    return path
-
-
 def read_source(init, outputs) -> CheckpointInfo | None:
-    """The checkpoint that init= names, read (one line for a missing file or one that is not a checkpoint)."""
-    path = init_checkpoint(init, outputs)
+    """The checkpoint that init= names (a file, or 'last': the newest last.ckpt under `outputs`), read.
+
+    None for init=null; one line for a missing file or one that is not a checkpoint.
+    """
+    path = resolve_resume(init, outputs, setting="init")
     return None if path is None else read_info(path, setting="init")
 
 

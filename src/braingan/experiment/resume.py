@@ -63,15 +63,18 @@ def is_unset(value) -> bool:
     return value in (None, "", "null", "None")
 
 
-def resolve_resume(resume: str | None, outputs: str | os.PathLike = OUTPUTS) -> Path | None:
-    """resume=null -> None; resume=last -> the newest last.ckpt under `outputs`; else the given file (must exist)."""
+def resolve_resume(resume: str | None, outputs: str | os.PathLike = OUTPUTS, setting: str = "resume") -> Path | None:
+    """resume=null -> None; resume=last -> the newest last.ckpt under `outputs`; else the given file (must exist).
+
+    `setting` names the key in the messages: init= (experiment/finetune.py) takes a checkpoint the same way.
+    """
     if is_unset(resume):
         return None
     if str(resume) == "last":
-        return newest_last_checkpoint(outputs, setting="resume")
+        return newest_last_checkpoint(outputs, setting=setting)
     path = Path(str(resume)).expanduser()
     if not path.is_file():
-        raise MissingFileError(f"resume={resume}: no such checkpoint file")
+        raise MissingFileError(f"{setting}={resume}: no such checkpoint file")
     return path
 
 
