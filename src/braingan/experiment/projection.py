@@ -31,7 +31,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -145,7 +145,7 @@ def check_images(targets: Sequence[Target], geometry: Geometry, channels: int, c
 
 
 def pick_labels(targets: Sequence[Target], class_names: list[str], c_dim: int, class_name: str | None) -> list[int]:
-    """Each image's class index: class_name for all, else its own (folder or manifest); [] if unconditional."""
+    """Each image's class index: class_name for all, else its own (layout, manifest or parent folder); [] if unconditional."""
     if c_dim == 0:
         if class_name is not None:
             raise UsageError(f"class_name={class_name}: this model is unconditional; leave class_name unset")
@@ -157,6 +157,10 @@ def pick_labels(targets: Sequence[Target], class_names: list[str], c_dim: int, c
                 f"class_name={class_name} is not a class of this model; its classes are {', '.join(names)}"
             )
         return [names.index(str(class_name))] * len(targets)
+    targets = [  # a folder of its own named like a class (ADNI's test/AD/) names the class
+        t if t.class_name or t.path.parent.name not in names else replace(t, class_name=t.path.parent.name)
+        for t in targets
+    ]
     unknown = [t for t in targets if t.class_name not in names]
     if unknown:
         what = f"class {unknown[0].class_name}" if unknown[0].class_name else "no class"
