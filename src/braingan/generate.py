@@ -8,7 +8,9 @@ Rebuilds G_ema from a training checkpoint alone (no training config needed) and 
     interp[_<class>].png, .gif, .mp4  what=interp     latent walk between keyframe seeds
     mixing[_<class>].png              what=mixing     style mixing: sources x destinations
     embedding_{pca,umap}.png          what=embedding  w of many z, 2-D, coloured by class,
-    embedding.npz, projector/                         + arrays and TensorBoard projector files
+    embedding.npz, projector/                         + arrays and TensorBoard projector files;
+                                                      embedding.projected=<make project folder>
+                                                      adds the projected real slices (triangles)
 
 Image files are grayscale (RGB for 3-channel models) PNGs at the native size of the training
 data (`Geometry.to_native`: ADNI 256 x 240), or the model square for checkpoints without one.
@@ -83,6 +85,7 @@ class EmbeddingOptions:
     seed: int = 0  # seeds those z
     methods: list = field(default_factory=lambda: ["pca", "umap"])  # umap only when umap-learn is importable
     projector: bool = True  # TensorBoard projector files in <out>/projector/
+    projected: str | None = None  # a `make project` output folder: its real slices' w join the plot
 
 
 def parse_seeds(value) -> list[int]:
@@ -285,6 +288,22 @@ def umap_available() -> bool:
     return True
 
 
+def read_projected(folder: str | Path) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """(w [M, w_dim], labels [M] (-1 = unconditional), image paths) of a `make project` output folder.
+
+    A projection's w is the mean of its ws over the layers (for mode w: its one w)."""
+    latents = sorted((Path(folder).expanduser() / "latents").glob("*.npz"))
+    if not latents:
+        raise UsageError(f"embedding.projected={folder}: no latents/*.npz there (a make project output folder?)")
+    w, labels, images = [], [], []
+    for path in latents:
+        with np.load(path) as data:
+            w.append(torch.from_numpy(data["ws"]).double().mean(dim=0))
+            labels.append(int(data["label"]))
+            images.append(str(data["image"]))
+    return torch.stack(w), np.asarray(labels), images
+
+
 def write_embedding(r: Renderer, out: Path, classes: list[tuple[int | None, str]], opt: EmbeddingOptions) -> None:
     n = int(opt.samples)
     if n < 2:
@@ -305,8 +324,6 @@ def write_embedding(r: Renderer, out: Path, classes: list[tuple[int | None, str]
     if r.G.c_dim > 0:  # each class's tracked w average, projected the same way
         avg = r.G.mapping.w_avg_class[order].cpu().double()
         centers = ((avg - torch.from_numpy(basis[0])) @ torch.from_numpy(basis[1:]).T).numpy()
-    axes = [f"PC{k + 1} ({100 * v:.1f}% of variance)" for k, v in enumerate(ratio)]
-    scatter_embedding(points, codes, names, out / "embedding_pca.png", "w, PCA", axes, centers)
     arrays: dict[str, Any] = {
         "w": w.numpy(),
         "labels": labels,
@@ -314,13 +331,47 @@ def write_embedding(r: Renderer, out: Path, classes: list[tuple[int | None, str]
         "pca": points,
         "pca_basis": basis,
     }
+    real = None
+    if opt.projected:  # real slices' w, in the generated samples' PCA basis
+        real_w, real_labels, real_images = read_projected(opt.projected)
+        if real_w.shape[1] != w.shape[1]:
+            raise UsageError(
+                f"embedding.projected={opt.projected}: its w are {real_w.shape[1]}-d, this model's {w.shape[1]}-d"
+            )
+        keep = np.asarray([max(k, 0) in order for k in real_labels])
+        if not keep.all():
+            log.info("embedding: %d projected slices of classes not rendered here are left out", int((~keep).sum()))
+        real_w, real_labels = real_w[torch.from_numpy(keep)], real_labels[keep]
+        real_codes = np.asarray([order.index(max(k, 0)) for k in real_labels], dtype=int)
+        real_points = ((real_w - torch.from_numpy(basis[0])) @ torch.from_numpy(basis[1:]).T).numpy()
+        arrays.update(
+            projected_w=real_w.numpy(),
+            projected_labels=real_labels,
+            projected_images=np.asarray(real_images)[keep],
+            projected_pca=real_points,
+        )
+        real = (real_points, real_codes)
+    axes = [f"PC{k + 1} ({100 * v:.1f}% of variance)" for k, v in enumerate(ratio)]
+    scatter_embedding(points, codes, names, out / "embedding_pca.png", "w, PCA", axes, centers, real=real)
     if "umap" in opt.methods and not umap_available():
         log.info("umap-learn is not installed: PCA only (pip install umap-learn for a UMAP plot)")
     elif "umap" in opt.methods:
         import umap
 
-        arrays["umap"] = umap.UMAP(n_components=2, random_state=int(opt.seed)).fit_transform(w.numpy())
-        scatter_embedding(arrays["umap"], codes, names, out / "embedding_umap.png", "w, UMAP", ["UMAP 1", "UMAP 2"])
+        both = w.numpy() if real is None else np.concatenate([w.numpy(), arrays["projected_w"]])
+        fitted = umap.UMAP(n_components=2, random_state=int(opt.seed)).fit_transform(both)
+        arrays["umap"] = fitted[: len(w)]
+        if real is not None:
+            arrays["projected_umap"] = fitted[len(w) :]
+        scatter_embedding(
+            arrays["umap"],
+            codes,
+            names,
+            out / "embedding_umap.png",
+            "w, UMAP",
+            ["UMAP 1", "UMAP 2"],
+            real=None if real is None else (arrays["projected_umap"], real[1]),
+        )
     np.savez(out / "embedding.npz", **arrays)
     if opt.projector:
         from torch.utils.tensorboard import SummaryWriter
