@@ -19,7 +19,7 @@ TORCH_VENV ?= .venv-torch$(TORCH)
 LOWEST_VENV ?= .venv-lowest
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-torch test-lowest lint format train resume prepare bench-loader eval audit generate plots tensorboard demo-data clean-outputs sweep sweep-report bench guard wheelhouse gpu-check
+.PHONY: help install test test-fast test-torch test-lowest lint format train resume prepare bench-loader eval audit generate project plots tensorboard demo-data clean-outputs sweep sweep-report bench guard wheelhouse gpu-check
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ gpu-check: ## A GPU node in one command (8 min): environment, GPU tests, sec/kim
 
 bench-loader: ## Measure the training data loader in img/s (256x256, 2 workers): ARGS="--workers 2"
 	$(PY) -m braingan.data.bench $(ARGS)
+
+project: ## GAN inversion of real slices (CKPT=path, default the newest last.ckpt): ARGS="images=<folder | heldout> mode=w"
+	$(PY) -m braingan.project $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
 
 eval: ## FID, KID, precision/recall of a checkpoint (CKPT=path, default the newest last.ckpt): ARGS="num_gen=10000"
 	$(PY) -m braingan.eval $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)

@@ -55,3 +55,15 @@ def tiny_adni_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("tiny_adni")
     root = write_adni(tmp / "ADNI")
     return train(compose(tiny_overrides(tmp, root / "AD_NC", 0.008, dataset="adni")))
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tmp_path_factory, demo_root) -> Path:
+    """A tiny demo run trained briefly (1 kimg at 32 px, about 10 s on two cores): a generator that draws
+    brain-like slices, for the tests that need one (projection). Tests must not change its files."""
+    from braingan.experiment.run import train
+    from helpers.runs import compose, tiny_overrides
+
+    tmp = tmp_path_factory.mktemp("tiny_trained")
+    schedule = {"schedule.snapshot_kimg": 1.0, "schedule.image_kimg": 1.0, "schedule.log_kimg": 0.5}
+    return train(compose(tiny_overrides(tmp, demo_root, 1.0, **schedule)))

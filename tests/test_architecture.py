@@ -2,7 +2,7 @@
 
 - entry points (the package-root modules with a main) never import each other;
 - no module imports a private name (`_x`) of another braingan module;
-- the library packages (nn/, data/, training/, metrics/, utils/) import neither Hydra nor the
+- the library packages (nn/, data/, training/, metrics/, utils/, inversion/) import neither Hydra nor the
   experiment layer nor an entry point;
 - one module owns the checkpoint format (`torch.load` only in checkpoint.py) and one the run-folder
   layout (the literals "checkpoints" and "last.ckpt" only in rundir.py).
@@ -29,8 +29,9 @@ ENTRY_POINTS = (
     "gpu_check",
     "plots",
     "sweep_report",
+    "project",
 )
-LIBRARY = ("nn", "data", "training", "metrics", "utils")
+LIBRARY = ("nn", "data", "training", "metrics", "utils", "inversion")
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 
 

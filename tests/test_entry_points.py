@@ -14,7 +14,19 @@ import pytest
 
 from helpers.runs import one_line_exit
 
-TOOLS = ("train", "eval", "audit", "generate", "prepare", "bench", "guard", "gpu_check", "plots", "sweep_report")
+TOOLS = (
+    "train",
+    "eval",
+    "audit",
+    "generate",
+    "project",
+    "prepare",
+    "bench",
+    "guard",
+    "gpu_check",
+    "plots",
+    "sweep_report",
+)
 
 
 def _cases(tmp):
@@ -46,6 +58,7 @@ def _cases(tmp):
         + [("misspelt-key", ["num_gne=10"], "num_gne: no such setting; did you mean num_gen?"), unknown_option],
         "audit": ckpt_tool("ckpt") + [("misspelt-key", ["num_pair=10"], "did you mean num_pairs?"), unknown_option],
         "generate": ckpt_tool("ckpt") + [("misspelt-key", ["seds=0-3"], "did you mean seeds?"), unknown_option],
+        "project": ckpt_tool("ckpt") + [("misspelt-key", ["stepz=3"], "did you mean steps?"), unknown_option],
         "prepare": [
             ("missing-path", [f"input={missing}", f"output={tmp / 'out'}"], str(missing)),
             ("wrong-file", [f"input={text}", f"output={tmp / 'out'}"], str(text)),
