@@ -28,6 +28,7 @@ SETTINGS = {  # ProjectOptions fields besides its defaults (w+, l2, 300 steps, n
     "w+, l2, noise maps": dict(optimize_noise=True),
     "w+, l1": dict(l2_weight=0.0, l1_weight=1.0),
     "w+, l2 + 0.1 ms-ssim": dict(ms_ssim_weight=0.1),
+    "w+, l2 + 1.0 ms-ssim": dict(ms_ssim_weight=1.0),
     "w+, l2 + 0.1 D features": dict(d_feature_weight=0.1),
     "w+, l2, 100 steps": dict(steps=100),
     "w+, l2, 1000 steps": dict(steps=1000),
