@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,22 +119,34 @@ def test_make_eval_reports_where_a_finetuned_model_started(oasis_run, source, tm
     assert json.loads((tmp_path / "metrics.json").read_text())["settings"]["init"]["dataset"] == "demo"
 
 
+def test_the_ema_goes_on_from_the_sources_g_ema(oasis_run, source):
+    """No ramp-up: after two steps at a 1-kimg half-life G_ema is still about the source's G_ema, not G."""
+    src, tuned = _state(source), _state(RunDir(oasis_run).last)
+    names = [k[len("G_ema.") :] for k in src if k.startswith("G_ema.synthesis.") and k.endswith("weight")]
+
+    def distance(a: str, b: dict, b_prefix: str) -> float:
+        return sum(float((tuned[a + n] - b[b_prefix + n]).square().sum()) for n in names) ** 0.5
+
+    assert distance("G_ema.", src, "G_ema.") < 0.05 * distance("G.", src, "G_ema.")
+
+
 def test_a_resumed_finetune_keeps_its_record_and_trains_on_its_own_weights(oasis_run, oasis_root, source, tmp_path):
-    run = RunDir(oasis_run)
+    copy = tmp_path / "run"  # the module's oasis_run stays as it was for the other tests
+    shutil.copytree(oasis_run, copy)
+    run = RunDir(copy)
     before = _state(run.last)
     # The command a resume replays: the run's own overrides, resume= and a longer kimg.
-    overrides = tiny_overrides(
-        oasis_run.parent, oasis_root, 0.024, dataset="oasis", init=str(source), resume=str(run.last)
-    )
-    overrides += ["model.freeze_d=2"]
-    train(compose(overrides))
+    overrides = tiny_overrides(tmp_path, oasis_root, 0.024, dataset="oasis", init=str(source), resume=str(run.last))
+    train(compose(overrides + ["model.freeze_d=2"]))
     info = read_info(run.last)
     assert info.cur_nimg == 24 and info.init is not None and info.init["checkpoint"] == str(source.resolve())
     after = _state(run.last)
     assert torch.equal(after["D.blocks.0.conv0.weight"], before["D.blocks.0.conv0.weight"])  # still frozen
-    assert not torch.equal(
-        after["G.synthesis.blocks.0.conv1.weight"], _state(source)["G.synthesis.blocks.0.conv1.weight"]
-    )
+    assert not torch.equal(after["G.synthesis.blocks.0.conv1.weight"], before["G.synthesis.blocks.0.conv1.weight"])
+    # It went on from its own step-2 weights: one more step moves G by a little, not back to the source's.
+    moved = (after["G.synthesis.blocks.0.conv1.weight"] - before["G.synthesis.blocks.0.conv1.weight"]).norm()
+    start = (after["G.synthesis.blocks.0.conv1.weight"] - _state(source)["G.synthesis.blocks.0.conv1.weight"]).norm()
+    assert moved < start
 
 
 def test_conditional_adni_finetune_trains_with_new_class_layers(tmp_path, source, adni_root):
@@ -171,3 +184,14 @@ def test_another_resolution_is_refused_as_out_of_scope(tmp_path, source, oasis_r
                 )
             )
         )
+
+
+def test_init_last_is_pinned_to_a_file_on_the_command_line(tmp_path, source):
+    """Ranks started later, sweep jobs and requeues re-read the command line: init=last must name one file."""
+    from braingan.experiment.command import train_arguments
+
+    outputs = tmp_path / "outputs"
+    (outputs / "older" / "checkpoints").mkdir(parents=True)
+    (outputs / "older" / "checkpoints" / "last.ckpt").write_bytes(source.read_bytes())
+    args = train_arguments(["init=last", f"paths.outputs={outputs}", "experiment=cpu"], cuda=False)
+    assert f"init={(outputs / 'older' / 'checkpoints' / 'last.ckpt').resolve()}" in args and "init=last" not in args

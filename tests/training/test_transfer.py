@@ -107,3 +107,15 @@ def test_a_tensor_of_another_shape_is_refused_by_name_or_left_fresh_and_listed()
     assert report.skipped and all("->" in s for s in report.skipped)
     assert any(s.startswith("D.") for s in report.skipped) and report.loaded  # the mapping network still fits
     assert all(not s.startswith("G.mapping.") for s in report.skipped)
+
+
+def test_the_first_mapping_layer_is_widened_only_from_the_same_z_and_w():
+    source = module(seed=1, z_dim=4)  # another z: the only tensor that shows it is G's first mapping layer
+    target = module(c_dim=2, seed=2)
+    with pytest.raises(UsageError, match=r"G\.mapping\.layers\.0\.weight has shape \[8, 4\] in init and \[8, 16\]"):
+        transfer_weights(target, source.state_dict(), z_dim=8, same_classes=False, conditioning_changed=True)
+    wide = module(seed=1, w_dim=16)  # another w: left fresh and listed under init_strict=false, no traceback
+    report = transfer_weights(
+        module(c_dim=2, seed=2), wide.state_dict(), z_dim=8, same_classes=False, conditioning_changed=True, strict=False
+    )
+    assert any(s.startswith("G.mapping.layers.0.weight: [16, 8] -> [8, 16]") for s in report.skipped)

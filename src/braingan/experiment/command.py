@@ -71,12 +71,16 @@ def train_arguments(
     `warn` receives `cpu_preset_warning()` when the CPU preset is chosen and nvidia-smi sees a GPU
     that torch cannot use (rank 0 only).
     """
-    # resume=last, pinned now: ranks that Lightning starts later re-read this command line (and the
-    # replay below then reads that file instead of searching outputs/ a second time).
-    args = [
-        f"resume={cast(Path, resolve_resume('last', outputs_of(args))).resolve()}" if a == "resume=last" else a
-        for a in args
-    ]
+    # resume=last and init=last, pinned now: ranks that Lightning starts later re-read this command
+    # line (and the replay below then reads that file instead of searching outputs/ a second time);
+    # the run's saved overrides name the file, so a requeued job or a resume starts from the same one.
+    pinned = {}
+    for key in ("resume", "init"):
+        if f"{key}=last" in args:
+            pinned[f"{key}=last"] = (
+                f"{key}={cast(Path, resolve_resume('last', outputs_of(args), setting=key)).resolve()}"
+            )
+    args = [pinned.get(a, a) for a in args]
     args = replay_overrides(args)
     extra = []
     preset = default_preset(args, cuda)

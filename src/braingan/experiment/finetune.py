@@ -112,9 +112,10 @@ def init_record(source: CheckpointInfo, report: TransferReport, strict: bool, ke
 
 def init_notes(record: dict, report: TransferReport) -> list[str]:
     """The log lines of a fine-tuning start: what it started from, and any tensor left fresh."""
-    what = f"{record['dataset']}" + (f" ({', '.join(record['class_names'])})" if record["class_names"] else "")
+    what = f" on {record['dataset']}" if record["dataset"] else ""
+    what += f" ({', '.join(record['class_names'])})" if record["class_names"] else ""
     notes = [
-        f"fine-tuning from {record['checkpoint']} ({record['kimg']:g} kimg on {what}): {len(report.loaded)} tensors "
+        f"fine-tuning from {record['checkpoint']} ({record['kimg']:g} kimg{what}): {len(report.loaded)} tensors "
         f"taken, {len(report.fresh)} class-conditional ones new, {len(report.rescaled)} rescaled"
     ]
     if report.skipped:

@@ -76,6 +76,11 @@ def train(cfg: DictConfig) -> Path:
             report = initialize(module, source, strict=cfg.init_strict, keep_ada=cfg.init_keep_ada)
             module.init_source = init_record(source, report, cfg.init_strict, cfg.init_keep_ada, train_cfg.freeze_d)
             notes += init_notes(module.init_source, report)
+        elif info is None and train_cfg.freeze_d > 0:
+            notes.append(
+                f"model.freeze_d={train_cfg.freeze_d} without init=: D's first {train_cfg.freeze_d} blocks keep their "
+                "random initialization"
+            )
         elif info is not None and not is_unset(cfg.get("init")):
             notes.append(f"init={cfg.init} is not used: a continued run trains on from its own checkpoint")
         trainer, preemption = build_trainer(cfg, run)

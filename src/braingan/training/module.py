@@ -406,7 +406,10 @@ class StyleGAN2Module(pl.LightningModule):
         # (lerp is linear) this equals tracking the global batch mean; w_avg_class moves only
         # for the classes in each rank's batch, so rare classes track a little more slowly.
         all_reduce_mean_(list(self.G.mapping.buffers()))
-        update_ema(self.G_ema, self.G, ema_beta(tc.batch_size, tc.ema_kimg, self.cur_nimg, tc.ema_rampup))
+        # A fine-tuned run's G_ema starts as the source's: no ramp-up, which would replace it by G at once
+        # (StyleGAN2-ADA turns the ramp-up off for a transfer, too).
+        rampup = tc.ema_rampup if self.init_source is None else None
+        update_ema(self.G_ema, self.G, ema_beta(tc.batch_size, tc.ema_kimg, self.cur_nimg, rampup))
         if tc.augment.mode == "ada" and self.batch_idx % tc.augment.interval == 0:
             self._update_ada_p()
         self._track_nonfinite(ok)

@@ -60,6 +60,16 @@ def taken_names(state: dict[str, torch.Tensor], keep_ada: bool) -> list[str]:
     return [k for k in state if k.startswith(NETWORKS) or k in CARRIED or (keep_ada and k == ADA_P)]
 
 
+def first_mapping_source_shape(target: torch.Tensor, z_dim: int) -> torch.Size:
+    """The shape G's first mapping weight must have in a source whose conditioning differs from `target`'s.
+
+    target [w_dim, z_dim + w_dim] (conditional) needs an unconditional source [w_dim, z_dim], and
+    target [w_dim, z_dim] a conditional one [w_dim, z_dim + w_dim]: same z and w, other widths refused.
+    """
+    w_dim = target.shape[0]
+    return torch.Size([w_dim, z_dim if target.shape[1] > z_dim else z_dim + w_dim])
+
+
 def widen_first_mapping(source: torch.Tensor, target: torch.Tensor, z_dim: int) -> torch.Tensor:
     """G's first mapping weight for another input width: the source's z columns, rescaled; other columns 0.
 
@@ -96,18 +106,17 @@ def transfer_weights(
         target = state[name]
         network = name.split(".", 1)[0]
         if _is_class_tensor(name) and not same_classes:
-            if name.endswith("mapping.w_avg_class") and f"{network}.mapping.w_avg" in source:
-                new[name] = source[f"{network}.mapping.w_avg"].to(target.dtype).expand_as(target).clone()
+            w_avg = source.get(f"{network}.mapping.w_avg")
+            if name.endswith("mapping.w_avg_class") and w_avg is not None and w_avg.shape[-1] == target.shape[-1]:
+                new[name] = w_avg.to(target.dtype).expand_as(target).clone()
             report.fresh.append(name)
             continue
         if name in D_OUTPUT and conditioning_changed:
             report.fresh.append(name)
             continue
-        if name.endswith(FIRST_MAPPING) and conditioning_changed and name in source:
-            new[name] = widen_first_mapping(source[name], target, z_dim)
-            report.rescaled.append(name)
-            continue
-        if name not in source or source[name].shape != target.shape:
+        widen = name.endswith(FIRST_MAPPING) and conditioning_changed
+        expected = first_mapping_source_shape(target, z_dim) if widen else target.shape
+        if name not in source or source[name].shape != expected:
             problem = (
                 f"{name} is not in {where}"
                 if name not in source
@@ -121,6 +130,10 @@ def transfer_weights(
             report.skipped.append(
                 f"{name}: {'missing' if name not in source else _shape(source[name])} -> {_shape(target)}"
             )
+            continue
+        if widen:
+            new[name] = widen_first_mapping(source[name], target, z_dim)
+            report.rescaled.append(name)
             continue
         new[name] = source[name].to(target.dtype).clone()
         report.loaded.append(name)
