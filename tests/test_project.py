@@ -53,6 +53,10 @@ def test_outputs_summary_and_resume(tiny_demo_run, demo_root, tmp_path):
     assert again["done"] == 1 and again["skipped"] == 3  # only the new image is optimized
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert len(list(csv.DictReader(open(out / "summary.csv")))) == 4  # the skipped images' rows are kept
+    # Other settings into the same folder would mix old and new results: refused, nothing written.
+    with pytest.raises(UsageError, match=r"holds projections made with other settings \(projector.steps: 3 -> 4\)"):
+        project_images(ckpt_of(tiny_demo_run), images=str(folder), out=out, batch=2, **{**FAST, "steps": 4})
+    assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
 def test_adni_slices_come_back_at_256x240_with_their_class(tiny_adni_run, tmp_path):
@@ -92,6 +96,9 @@ def bad_input_cases(tiny_demo_run, tiny_adni_run, demo_root, tmp):
     Image.fromarray(np.zeros((240, 256), np.uint8)).save(sized / "s_1.png")  # ADNI's 256 x 240
     text = tmp / "notes.txt"
     text.write_text("not a checkpoint")
+    broken = tmp / "broken"
+    broken.mkdir()
+    (broken / "case_001_slice_0.nii.png").write_text("not a PNG")
     demo, adni = ckpt_of(tiny_demo_run), ckpt_of(tiny_adni_run)
     return {
         "not-a-checkpoint": (text, str(square), {}, "is not a braingan checkpoint: it is a text file"),
@@ -102,6 +109,10 @@ def bad_input_cases(tiny_demo_run, tiny_adni_run, demo_root, tmp):
         "class-of-unconditional": (demo, str(square), {"class_name": "AD"}, "this model is unconditional"),
         "no-such-images": (demo, str(tmp / "nowhere"), {}, "no such folder or image, and not a split"),
         "bad-mode": (demo, str(square), {"mode": "z"}, "mode=z must be w or w+"),
+        "unreadable-image": (demo, str(broken), {}, "case_001_slice_0.nii.png cannot be read as an image"),
+        "noise-ramp-0": (demo, str(square), {"noise_ramp": 0}, "lr_rampdown and noise_ramp in (0, 1]"),
+        "steps-text": (demo, str(square), {"steps": "many"}, "steps=many must be a number"),
+        "limit-0": (demo, str(square), {"limit": 0}, "limit=0 must be a whole number >= 1 or null"),
     }
 
 
@@ -114,6 +125,10 @@ CASES = (
     "class-of-unconditional",
     "no-such-images",
     "bad-mode",
+    "unreadable-image",
+    "noise-ramp-0",
+    "steps-text",
+    "limit-0",
 )
 
 
@@ -121,7 +136,7 @@ CASES = (
 def test_bad_input_is_one_line(case, tiny_demo_run, tiny_adni_run, demo_root, tmp_path):
     ckpt, images, extra, expected = bad_input_cases(tiny_demo_run, tiny_adni_run, demo_root, tmp_path)[case]
     with pytest.raises(UsageError) as error:
-        project_images(ckpt, images=images, out=tmp_path / "out", **extra, **FAST)
+        project_images(ckpt, images=images, out=tmp_path / "out", **{**FAST, **extra})
     assert expected in str(error.value) and "\n" not in str(error.value), str(error.value)
     assert not (tmp_path / "out").exists()
 
@@ -133,7 +148,7 @@ def test_the_entry_point_prints_the_line(tiny_demo_run, tmp_path, monkeypatch):
     assert "the folder holds no images" in one_line_exit(project.main, "project")
 
 
-def test_generate_plots_projected_latents_with_the_samples(tiny_adni_run, tmp_path):
+def test_generate_plots_projected_latents_with_the_samples(tiny_adni_run, tiny_demo_run, tmp_path):
     from braingan.generate import generate
     from helpers.mri import write_adni
 
@@ -154,3 +169,12 @@ def test_generate_plots_projected_latents_with_the_samples(tiny_adni_run, tmp_pa
         for w, npz in zip(data["projected_w"], latents):
             with np.load(npz) as z:
                 np.testing.assert_allclose(w, z["ws"].mean(axis=0), rtol=1e-5)  # the mean over the layers
+    # Latents of another model are in another space: refused in one line.
+    with pytest.raises(UsageError, match=r"was projected with .*, not .*: project the slices with this checkpoint"):
+        generate(
+            ckpt_of(tiny_demo_run),
+            out=tmp_path / "gen2",
+            what=["embedding"],
+            embedding={"samples": 20, "methods": ["pca"], "projector": False, "projected": str(projected["out"])},
+            progress=False,
+        )

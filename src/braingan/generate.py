@@ -41,6 +41,7 @@ from . import cli
 from .checkpoint import load_generator, read_info
 from .confdir import CONF_DIR
 from .data.fit import Geometry
+from .experiment.projection import read_projected
 from .experiment.resume import resolve_ckpt
 from .nn.synthesis import Generator
 from .reporting.figures import scatter_embedding
@@ -288,23 +289,13 @@ def umap_available() -> bool:
     return True
 
 
-def read_projected(folder: str | Path) -> tuple[torch.Tensor, np.ndarray, list[str]]:
-    """(w [M, w_dim], labels [M] (-1 = unconditional), image paths) of a `make project` output folder.
-
-    A projection's w is the mean of its ws over the layers (for mode w: its one w)."""
-    latents = sorted((Path(folder).expanduser() / "latents").glob("*.npz"))
-    if not latents:
-        raise UsageError(f"embedding.projected={folder}: no latents/*.npz there (a make project output folder?)")
-    w, labels, images = [], [], []
-    for path in latents:
-        with np.load(path) as data:
-            w.append(torch.from_numpy(data["ws"]).double().mean(dim=0))
-            labels.append(int(data["label"]))
-            images.append(str(data["image"]))
-    return torch.stack(w), np.asarray(labels), images
-
-
-def write_embedding(r: Renderer, out: Path, classes: list[tuple[int | None, str]], opt: EmbeddingOptions) -> None:
+def write_embedding(
+    r: Renderer,
+    out: Path,
+    classes: list[tuple[int | None, str]],
+    opt: EmbeddingOptions,
+    ckpt: Path | None = None,  # the checkpoint of r.G: projected latents must come from it
+) -> None:
     n = int(opt.samples)
     if n < 2:
         raise UsageError(f"embedding.samples={opt.samples} must be at least 2")
@@ -333,7 +324,7 @@ def write_embedding(r: Renderer, out: Path, classes: list[tuple[int | None, str]
     }
     real = None
     if opt.projected:  # real slices' w, in the generated samples' PCA basis
-        real_w, real_labels, real_images = read_projected(opt.projected)
+        real_w, real_labels, real_images = read_projected(opt.projected, ckpt)
         if real_w.shape[1] != w.shape[1]:
             raise UsageError(
                 f"embedding.projected={opt.projected}: its w are {real_w.shape[1]}-d, this model's {w.shape[1]}-d"
@@ -447,7 +438,7 @@ def generate(
         if "mixing" in what:
             write_mixing(r, out, label, tag, cast(MixingOptions, opts[2]))
     if "embedding" in what:
-        write_embedding(r, out, classes, cast(EmbeddingOptions, opts[3]))
+        write_embedding(r, out, classes, cast(EmbeddingOptions, opts[3]), path)
     return out
 
 

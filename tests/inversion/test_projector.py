@@ -114,3 +114,19 @@ def test_a_pasted_lesion_raises_the_residual_inside_it(trained_run_slices):
     # disk (1.0 - 1.6 measured), which is why anomaly maps use W.
     ratio = share(sick_res) / share(clean_res)
     assert (ratio > 1.25).all() and ratio.mean() > 1.4, (share(sick_res), share(clean_res))
+
+
+def test_the_feature_losses_drive_the_projection(tiny_trained_run, trained):
+    """D's block features and the shipped Inception's pool features, each alone, lower their loss from the start."""
+    from braingan.checkpoint import load_discriminator
+    from braingan.metrics.inception import InceptionFeatures
+
+    G, real = trained
+    D = load_discriminator(tiny_trained_run / "checkpoints" / "last.ckpt")
+    by_d = project(G, real[:2], opt=ProjectOptions(steps=30, l2_weight=0.0, d_feature_weight=1.0), D=D)
+    assert (by_d.loss < 0.7 * by_d.start_loss).all(), (by_d.loss, by_d.start_loss)
+    assert all(not p.requires_grad for p in D.parameters())  # the loss trains the latent only
+    opt = ProjectOptions(steps=6, l2_weight=0.0, inception_weight=1.0, w_avg_samples=64)
+    by_inception = project(G, real[:1], opt=opt, inception=InceptionFeatures())
+    assert (by_inception.loss < by_inception.start_loss).all(), (by_inception.loss, by_inception.start_loss)
+    assert torch.isfinite(by_inception.ws).all()

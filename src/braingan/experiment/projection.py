@@ -26,12 +26,13 @@ an interrupted projection continues where it stopped.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import time
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -97,7 +98,7 @@ def find_targets(images: str, info: CheckpointInfo, limit: int | None) -> tuple[
             raise UsageError(
                 f"images={images} is not an image; name a folder of slices or a split ({', '.join(REAL_SETS)})"
             )
-        records, name = [SliceRecord(path, path.stem, 0, 0, "", path.parent.name)], path.stem
+        records, name = [SliceRecord(path, path.stem, 0, 0, "", "")], path.stem  # its class: class_name= or its folder
     elif str(images) in REAL_SETS:
         records, name = real_records(info.run, str(images), info.splits), str(images)
         if not records:
@@ -124,8 +125,11 @@ def check_images(targets: Sequence[Target], geometry: Geometry, channels: int, c
     colour, wrong = [], []
     native = geometry.width / geometry.height
     for t in targets:
-        with Image.open(t.path) as image:
-            mode, (width, height) = image.mode, image.size
+        try:
+            with Image.open(t.path) as image:
+                mode, (width, height) = image.mode, image.size
+        except OSError as error:
+            raise UsageError(f"images: {t.path} cannot be read as an image ({error}); remove it or fix it") from None
         if channels == 1 and mode in COLOUR_MODES:
             colour.append(t.path)
         if abs(width / height - native) > ASPECT_TOLERANCE * native:
@@ -216,6 +220,91 @@ def write_summaries(out: Path, rows: list[dict]) -> None:
         write(out / name, (key, "images", *MEAN_COLUMNS), table)
 
 
+SETTINGS_FILE = "projection.json"  # in the output folder: what its projections were made with
+
+
+def projection_settings(
+    ckpt: Path,
+    info: CheckpointInfo,
+    which: str,
+    images: str,
+    class_name: str | None,
+    convert: bool,
+    opt: ProjectOptions,
+) -> dict:
+    """What an output folder's projections depend on: a later call into the same folder must match it."""
+    source = Path(str(images)).expanduser()
+    return {
+        "checkpoint": str(ckpt.resolve()),
+        "kimg": info.kimg,
+        "which": which,
+        "images": str(source.resolve()) if source.exists() else str(images),
+        "class_name": class_name,
+        "convert": bool(convert),
+        "projector": asdict(opt),
+    }
+
+
+def check_folder_settings(folder: Path, settings: dict) -> None:
+    """Refuses, in one line, to add to a folder whose projections were made otherwise; records the settings."""
+    record = folder / SETTINGS_FILE
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        flat_saved, flat_now = _flat(saved), _flat(settings)
+        diff = [f"{k}: {flat_saved.get(k)} -> {v}" for k, v in flat_now.items() if flat_saved.get(k) != v]
+        if diff:
+            raise UsageError(
+                f"{folder} holds projections made with other settings ({'; '.join(diff[:4])}); its images would be "
+                "skipped as done: project into another out= or delete that folder"
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(record) as tmp:
+        tmp.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def read_projected(folder: str | Path, ckpt: str | Path | None = None) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """(w [M, w_dim], labels [M] (-1 = unconditional), image paths) of a `make project` output folder.
+
+    A projection's w is the mean of its ws over the layers (for mode w: its one w). With `ckpt`,
+    a folder projected with another checkpoint is refused: its w belong to another model's space.
+    """
+    folder = Path(folder).expanduser()
+    latents = sorted((folder / "latents").glob("*.npz"))
+    if not latents:
+        raise UsageError(f"embedding.projected={folder}: no latents/*.npz there (a make project output folder?)")
+    record = folder / SETTINGS_FILE
+    if ckpt is not None and record.is_file():
+        made_with = json.loads(record.read_text())["checkpoint"]
+        if made_with != str(Path(ckpt).resolve()):
+            raise UsageError(
+                f"embedding.projected={folder} was projected with {made_with}, not {Path(ckpt).resolve()}: "
+                "project the slices with this checkpoint"
+            )
+    w, labels, images = [], [], []
+    for path in latents:
+        with np.load(path) as data:
+            w.append(torch.from_numpy(data["ws"]).double().mean(dim=0))
+            labels.append(int(data["label"]))
+            images.append(str(data["image"]))
+    return torch.stack(w), np.asarray(labels), images
+
+
+def decode_target(path: Path, resolution: int, channels: int, fit: str) -> np.ndarray:
+    """uint8 [C, R, R] of one image, decoded as training does; an unreadable file is one line naming it."""
+    try:
+        return decode_image(path, resolution, channels, fit)[0]
+    except (OSError, ValueError) as error:
+        raise UsageError(f"images: {path} cannot be read as an image ({error}); remove it or fix it") from None
+
+
 def project_images(
     ckpt: str | Path | None = "last",  # checkpoint file; 'last' = newest outputs/**/checkpoints/last.ckpt
     *,
@@ -246,6 +335,9 @@ def project_images(
         raise UsageError(str(error)) from None
     if which not in ("G_ema", "G"):
         raise UsageError(f"which={which} must be G_ema or G")
+    for key, value in (("limit", limit), ("batch", batch)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise UsageError(f"{key}={value} must be a whole number >= 1" + (" or null" if key == "limit" else ""))
     path = resolve_ckpt(ckpt, outputs)
     info = read_info(path)
     geometry = info.geometry or Geometry(info.resolution, info.resolution, info.resolution)
@@ -270,13 +362,14 @@ def project_images(
     left, top, box_w, box_h = geometry.content_box
     mask = torch.zeros(1, 1, R, R, device=dev)
     mask[..., top : top + box_h, left : left + box_w] = 1  # the pixel losses leave fit=pad's padding out
+    check_folder_settings(folder, projection_settings(path, info, which, images, class_name, convert, opt))
 
     todo = [k for k, t in enumerate(targets) if not (folder / "latents" / f"{t.stem}.npz").is_file()]
     bar = tqdm(total=len(targets), initial=len(targets) - len(todo), desc="project", unit="img", disable=not progress)
     for start in range(0, len(todo), max(1, int(batch))):
         chunk = todo[start : start + max(1, int(batch))]
         began = time.perf_counter()
-        decoded = [decode_image(targets[k].path, R, info.channels, geometry.fit)[0] for k in chunk]
+        decoded = [decode_target(targets[k].path, R, info.channels, geometry.fit) for k in chunk]
         real = torch.from_numpy(np.stack(decoded))  # uint8 [n, C, R, R]
         target = (real.to(dev).float() - 127.5) / 127.5  # [-1, 1]
         c = torch.tensor([labels[k] for k in chunk], device=dev) if labels else None

@@ -99,14 +99,12 @@ def inception_features(
     net: torch.nn.Module,  # braingan.metrics.inception.InceptionFeatures
     img: torch.Tensor,  # [N, C, H, W] in [-1, 1], C = 1 or 3
 ) -> torch.Tensor:  # [N, num_features]
-    """The extractor's features with gradients: the uint8 preprocessing of to_inception_input on floats."""
-    from ..metrics.inception import INCEPTION_SIZE, INPUT_RANGE, ieee_fp32, nv_bilinear_resize
+    """The extractor's features with gradients: the preprocessing of the uint8 path on unrounded levels."""
+    from ..metrics.inception import ieee_fp32, levels_to_inception_input
 
-    x = (img.float() * 127.5 + 128).clamp(0, 255)  # the [0, 255] scale of the uint8 path, unrounded
-    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-    x = nv_bilinear_resize(x, (INCEPTION_SIZE, INCEPTION_SIZE))
+    x = levels_to_inception_input((img.float() * 127.5 + 128).clamp(0, 255))  # utils.images.to_uint8's scale
     with ieee_fp32(x.device):
-        features = cast(nn.Module, net.net)((x / 128 - 1).clamp(*INPUT_RANGE))
+        features = cast(nn.Module, net.net)(x)
     return features.flatten(2).mean(dim=2) if features.ndim > 2 else features
 
 

@@ -54,10 +54,20 @@ class ProjectOptions:
     seed: int = 0  # seeds those z and the latent noise
 
     def check(self) -> None:
+        """A ValueError naming the first option out of range (the tool turns it into its one line)."""
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode} must be w or w+")
-        if self.steps < 1 or self.lr <= 0 or self.w_avg_samples < 2:
-            raise ValueError("steps >= 1, lr > 0 and w_avg_samples >= 2 are needed")
+        for name, value in vars(self).items():
+            if name not in ("mode", "optimize_noise") and (
+                not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            ):
+                raise ValueError(f"{name}={value} must be a number")
+        if not isinstance(self.steps, int) or self.steps < 1 or self.w_avg_samples < 2 or self.lr <= 0:
+            raise ValueError("steps must be a whole number >= 1, w_avg_samples >= 2 and lr > 0")
+        if not (0 <= self.lr_rampup <= 1 and 0 < self.lr_rampdown <= 1 and 0 < self.noise_ramp <= 1):
+            raise ValueError("lr_rampup must lie in [0, 1], lr_rampdown and noise_ramp in (0, 1]")
+        if self.initial_noise < 0 or self.noise_weight < 0:
+            raise ValueError("initial_noise and noise_weight must be >= 0")
         weights = (self.l2_weight, self.l1_weight, self.ms_ssim_weight, self.d_feature_weight, self.inception_weight)
         if min(weights) < 0 or max(weights) == 0:
             raise ValueError("the loss weights must be >= 0, one of them above 0")

@@ -133,7 +133,13 @@ def to_inception_input(
         )
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected images [N, C, H, W] with C = 1 or 3, got {tuple(images.shape)}")
-    x = images.to(torch.float32)
+    return levels_to_inception_input(images.to(torch.float32))
+
+
+def levels_to_inception_input(
+    x: torch.Tensor,  # float [N, C, H, W] in 8-bit levels [0, 255], C = 1 or 3; differentiable
+) -> torch.Tensor:
+    """The network input of `to_inception_input` from float levels (make project's feature loss takes gradients)."""
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)  # grayscale -> RGB
     if x.shape[2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
