@@ -15,22 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers.runs import REPO
+from helpers.runs import ENTRY_POINTS, REPO
 
 PACKAGE = REPO / "src" / "braingan"
-ENTRY_POINTS = (
-    "train",
-    "eval",
-    "audit",
-    "generate",
-    "prepare",
-    "bench",
-    "guard",
-    "gpu_check",
-    "plots",
-    "sweep_report",
-    "project",
-)
 LIBRARY = ("nn", "data", "training", "metrics", "utils", "inversion")
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 

@@ -12,21 +12,9 @@ import sys
 
 import pytest
 
-from helpers.runs import one_line_exit
+from helpers.runs import ENTRY_POINTS, one_line_exit
 
-TOOLS = (
-    "train",
-    "eval",
-    "audit",
-    "generate",
-    "project",
-    "prepare",
-    "bench",
-    "guard",
-    "gpu_check",
-    "plots",
-    "sweep_report",
-)
+TOOLS = ENTRY_POINTS
 
 
 def _cases(tmp):

@@ -5,6 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# The tools: src/braingan/<name>.py with a main() (each has a Makefile target and four bad-input cases).
+ENTRY_POINTS = (
+    "train",
+    "eval",
+    "audit",
+    "generate",
+    "project",
+    "prepare",
+    "bench",
+    "guard",
+    "gpu_check",
+    "plots",
+    "sweep_report",
+)
 DEMO_SUBJECTS = 5  # the end-to-end tests' demo set: 5 pseudo-subjects x 32 slices
 # The configuration facts of the official full-width 256x256 reference (docs/anchors.md), as make bench reports them.
 PAPER_256 = {
