@@ -14,6 +14,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from braingan.checkpoint import load_checkpoint, load_generator
 from braingan.experiment.run import train
+from braingan.reporting.tensorboard import EVAL_TAGS
 from braingan.training.module import NonFiniteLossError
 from helpers.runs import REPO, compose, tiny_overrides
 
@@ -76,7 +77,7 @@ def test_make_train_writes_a_complete_run(tmp_path, demo_root):
     assert start.hparams["dataset/name"].string_value == "demo"
     assert start.hparams["batch_size"].number_value == 8
     metrics = HParamsPluginData.FromString(hparams["_hparams_/experiment"]).experiment.metric_infos
-    assert {"Loss/G", "Loss/D", "ADA/p"} <= {m.name.tag for m in metrics}
+    assert {"Loss/G", "Loss/D", "ADA/p", *EVAL_TAGS} <= {m.name.tag for m in metrics}  # make eval's too
     assert (run / "tb" / "hparams.yaml").is_file()
     assert (run / "train.log").is_file()
     ckpt = load_checkpoint(ckpts / "last.ckpt")

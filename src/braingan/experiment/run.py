@@ -13,7 +13,7 @@ import logging.handlers
 import signal
 import warnings
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -23,9 +23,10 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from ..checkpoint import CheckpointInfo, read_info
 from ..data.datamodule import SliceDataModule
 from ..data.manifest import write_manifest
+from ..reporting.tensorboard import EVAL_TAGS
 from ..rundir import HYDRA_SUBDIR, RunDir
 from ..training.callbacks import log_hyperparameters
-from ..training.fid_monitor import FIDMonitor
+from ..training.fid_monitor import fid_tag
 from ..training.module import StyleGAN2Module
 from ..utils.errors import Interrupted, NoSpaceError, UsageError, UserError
 from ..utils.io import atomic_path, is_no_space, remove_stale_temporaries
@@ -37,8 +38,15 @@ from .trainer import build_trainer, requested_processes, set_backends
 
 log = logging.getLogger("braingan.train")
 
-# Scalars shown beside the hyperparameters in TensorBoard's HPARAMS tab (their last values).
+# Scalars shown beside the hyperparameters in TensorBoard's HPARAMS tab (their last values); the
+# FID during training and make eval's metrics join them (hparams_metric_tags).
 HPARAMS_METRICS = ("Loss/G", "Loss/D", "D/real", "D/fake", "ADA/p", "Progress/kimg")
+
+
+def hparams_metric_tags(run_config: dict) -> tuple[str, ...]:
+    """The HPARAMS tab's metric columns of a run with these flattened settings (train at its start, make eval after)."""
+    fid = (fid_tag(int(run_config["schedule/fid_num_gen"])),) if run_config.get("schedule/fid_kimg") else ()
+    return HPARAMS_METRICS + fid + EVAL_TAGS
 
 
 def train(cfg: DictConfig) -> Path:
@@ -150,8 +158,7 @@ def write_run_files(
     if init is not None:  # where a fine-tuned run's weights came from, beside its manifest
         with atomic_path(run.init) as tmp:
             tmp.write_text(json.dumps(init, indent=2) + "\n", encoding="utf-8")
-    fid = next((c for c in cast(Any, trainer).callbacks if isinstance(c, FIDMonitor)), None)
-    log_hyperparameters(trainer.logger, run_config, HPARAMS_METRICS + ((fid.tag,) if fid else ()))
+    log_hyperparameters(trainer.logger, run_config, hparams_metric_tags(run_config))
 
 
 def save_run_files(run: RunDir, cfg: DictConfig) -> None:

@@ -17,7 +17,19 @@ import numpy as np
 from ..rundir import EVENTS, RunDir
 from ..utils.errors import MissingFileError, UsageError
 
-__all__ = ["EVENTS", "event_dir", "read_scalars", "smooth"]
+__all__ = ["EVAL_TAGS", "EVENTS", "event_dir", "read_scalars", "smooth", "write_eval_scalars"]
+
+# make eval's numbers in the run's event files, at step = the checkpoint's images shown, so that
+# TensorBoard's HPARAMS tab sorts a sweep's runs by them: metrics.json key -> tag.
+EVAL_SCALARS = {
+    "fid": "Eval/fid",
+    "kid_x1e3": "Eval/kid_x1e3",
+    "precision": "Eval/precision",
+    "recall": "Eval/recall",
+    "density": "Eval/density",
+    "coverage": "Eval/coverage",
+}
+EVAL_TAGS = tuple(EVAL_SCALARS.values())
 
 
 def smooth(values: np.ndarray, weight: float) -> np.ndarray:
@@ -66,3 +78,31 @@ def read_scalars(folder: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
         steps = np.array(sorted(latest))
         scalars[tag] = (steps, np.array([latest[s][1] for s in steps], dtype=np.float64))
     return scalars
+
+
+def write_eval_scalars(
+    folder: str | Path,  # the run's tb/ folder
+    step: int,  # the evaluated checkpoint's images shown (cur_nimg)
+    metrics: dict,  # metrics.json's "metrics": key -> value
+    params: dict | None = None,  # the run's flattened settings: rewrite the HPARAMS summaries with `metric_tags`
+    metric_tags: tuple[str, ...] = (),
+) -> list[str]:
+    """make eval's metrics as scalars (EVAL_SCALARS) in a new event file of the run; the tags written.
+
+    Runs started before these tags were HPARAMS columns get the summaries again with them
+    (`params`, `metric_tags`), so their HPARAMS tab shows make eval's numbers too.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    from ..training.callbacks import write_hparams
+
+    written = []
+    with SummaryWriter(log_dir=str(folder)) as writer:
+        for key, tag in EVAL_SCALARS.items():
+            value = metrics.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                writer.add_scalar(tag, float(value), global_step=int(step))
+                written.append(tag)
+        if params:
+            write_hparams(writer, params, metric_tags)
+    return written

@@ -132,14 +132,23 @@ def log_hyperparameters(logger, params: dict, metric_tags: Sequence[str]) -> Non
     The tab lists the run's flattened settings beside the last values of `metric_tags` (scalars
     the run logs). Lightning writes only the YAML file unless it is also given metric values.
     """
+    logger.log_hyperparams(params)
+    write_hparams(logger.experiment, params, metric_tags)
+
+
+def write_hparams(writer, params: dict, metric_tags: Sequence[str]) -> None:
+    """The HPARAMS tab's summaries (its columns: `metric_tags`) through a torch SummaryWriter.
+
+    Written again into the same run folder (make eval adds its metrics), the newest summaries are
+    the ones TensorBoard reads for the run.
+    """
     from torch.utils.tensorboard.summary import hparams
 
-    logger.log_hyperparams(params)
     values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
-    writer = logger.experiment._get_file_writer()
+    file_writer = writer._get_file_writer()
     for summary in hparams(values, {tag: 0.0 for tag in metric_tags}):
-        writer.add_summary(summary)
-    writer.flush()
+        file_writer.add_summary(summary)
+    file_writer.flush()
 
 
 class SampleGrids(pl.Callback):

@@ -26,6 +26,11 @@ from ..utils.io import atomic_path, null_path
 from .callbacks import crossed_tick
 
 
+def fid_tag(num_gen: int) -> str:
+    """The TensorBoard tag of the FID during training with `num_gen` generated images: Metrics/fid<N>k_train."""
+    return f"Metrics/fid{num_gen / 1000:g}k_train"
+
+
 class FIDMonitor(pl.Callback):
     def __init__(
         self,
@@ -42,7 +47,7 @@ class FIDMonitor(pl.Callback):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.extractor = extractor
         self.best: float = float("inf")
-        self.tag = f"Metrics/fid{num_gen / 1000:g}k_train"
+        self.tag = fid_tag(num_gen)
         self._net: InceptionFeatures | None = None
         self._real: np.ndarray | None = None
 
