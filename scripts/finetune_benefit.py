@@ -82,12 +82,12 @@ def main(argv: list[str]) -> None:
         "schedule.snapshot_kimg=1000",
     ]
     runs = {
-        "A (source)": [f"dataset.root={group_a}", f"kimg={opt['kimg_a']}", f"run_dir={out / 'run_A'}"],
-        "B from scratch": [f"dataset.root={group_b}", f"kimg={opt['kimg_b']}", f"run_dir={out / 'run_B_scratch'}"],
+        "A (source)": [f"dataset.root={group_a}", f"kimg={opt['kimg_a']}", f"hydra.run.dir={out / 'run_A'}"],
+        "B from scratch": [f"dataset.root={group_b}", f"kimg={opt['kimg_b']}", f"hydra.run.dir={out / 'run_B_scratch'}"],
         "B fine-tuned from A": [
             f"dataset.root={group_b}",
             f"kimg={opt['kimg_b']}",
-            f"run_dir={out / 'run_B_finetuned'}",
+            f"hydra.run.dir={out / 'run_B_finetuned'}",
             f"init={out / 'run_A' / 'checkpoints' / 'last.ckpt'}",
             f"model.freeze_d={opt['freeze_d']}",
         ],
