@@ -20,10 +20,12 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-# MS-SSIM's scale weights (Wang, Simoncelli and Bovik 2003), coarsest last; fewer scales are renormalized.
-MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+# MS-SSIM and its scale choice have one home, metrics/ms_ssim.py (make eval's diversity uses them too).
+from ..metrics.ms_ssim import MS_SSIM_BETAS as MS_SSIM_BETAS
+from ..metrics.ms_ssim import ms_ssim
+from ..metrics.ms_ssim import ms_ssim_scales as ms_ssim_scales
+
 NOISE_MIN_SIZE = 8  # the autocorrelation penalty stops at 8 x 8 maps (StyleGAN2, appendix D)
 
 
@@ -42,38 +44,13 @@ def pixel_loss(
     return (diff * weights).flatten(1).sum(dim=1) / weights.flatten(1).sum(dim=1).clamp_min(1e-8)
 
 
-def ms_ssim_scales(size: int, kernel_size: int = 11) -> tuple[int, int]:
-    """(scales, kernel size) for MS-SSIM on size x size images: up to 5 scales, each coarsest image
-    larger than (kernel - 1) * 2^(scales - 1) as torchmetrics requires; the kernel shrinks (odd, >= 3)
-    before the scales drop below 2."""
-    for kernel in range(kernel_size, 2, -2):
-        for scales in range(len(MS_SSIM_BETAS), 1, -1):
-            if size > (kernel - 1) * 2 ** (scales - 1):
-                return scales, kernel
-    return 1, 3
-
-
 def ms_ssim_loss(
     x: torch.Tensor,  # [N, C, H, W] in [-1, 1]
     y: torch.Tensor,  # [N, C, H, W] in [-1, 1]
-    scales: int | None = None,  # None = as many as the size allows (ms_ssim_scales)
+    scales: int | None = None,  # None = as many as the size allows (metrics.ms_ssim.ms_ssim_scales)
     kernel_size: int | None = None,  # Gaussian window side; None = with the scales
 ) -> torch.Tensor:  # [N], 0 for identical images
-    auto_scales, auto_kernel = ms_ssim_scales(min(x.shape[-2:]))
-    scales, kernel_size = scales or auto_scales, kernel_size or auto_kernel
-    total = sum(MS_SSIM_BETAS[:scales])
-    betas = tuple(b / total for b in MS_SSIM_BETAS[:scales])
-    value = multiscale_structural_similarity_index_measure(
-        x.float(),
-        y.float(),
-        kernel_size=kernel_size,
-        sigma=1.5 * kernel_size / 11,
-        data_range=2.0,
-        betas=betas,
-        reduction="none",
-        normalize="relu",  # contrast terms clamped at 0: no NaN from a negative base early on
-    )
-    return 1.0 - value.reshape(len(x))
+    return 1.0 - ms_ssim(x, y, data_range=2.0, scales=scales, kernel_size=kernel_size)
 
 
 def feature_loss(

@@ -27,7 +27,8 @@ class PrecisionRecall(NamedTuple):
     recall: float  # share of real samples on the generated manifold, [0, 1]
 
 
-def _as_tensor(features, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
+def as_tensor(features, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
+    """Features (array or tensor) as a detached tensor of that dtype on that device."""
     if not isinstance(features, torch.Tensor):
         features = torch.from_numpy(as_float64(features))
     return features.detach().to(device=device, dtype=dtype)
@@ -77,8 +78,8 @@ def precision_recall(
     device: torch.device | str | None = None,  # None: CPU
 ) -> PrecisionRecall:
     """Improved precision/recall of `fake` against `real`."""
-    x = _as_tensor(real, dtype, device)
-    y = _as_tensor(fake, dtype, device)
+    x = as_tensor(real, dtype, device)
+    y = as_tensor(fake, dtype, device)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"need features [N, D] and [M, D], got {tuple(x.shape)} and {tuple(y.shape)}")
     precision = manifold_coverage(x, knn_sq_radii(x, k, block_rows), y, block_rows)

@@ -134,3 +134,19 @@ def real_set(
         )
         features = stats.features
     return {"records": records, "images": images, "labels": labels, "features": features, "cached": hit}
+
+
+def keeping(
+    batches: Iterator[torch.Tensor],  # image batches [B, C, R, R] of one stream, in order
+    rows: torch.Tensor,  # sorted indices (in stream order) of the images to keep
+    kept: list[torch.Tensor],  # receives copies of those images, batch by batch, in order
+) -> Iterator[torch.Tensor]:
+    """The batches unchanged, keeping the images at `rows` aside (torch.cat(kept) = stream[rows])."""
+    start = 0
+    for batch in batches:
+        end = start + len(batch)
+        lo, hi = (int(i) for i in torch.searchsorted(rows, torch.tensor([start, end])))
+        if hi > lo:
+            kept.append(batch[rows[lo:hi] - start].clone())
+        start = end
+        yield batch
