@@ -1,7 +1,8 @@
 """Entry point: `python -m braingan.generate [ckpt=...] [overrides]` (what `make generate` runs).
 
-Rebuilds G_ema from a training checkpoint alone (no training config needed) and writes into
-`out` (default: <run>/generate/, the run folder being the checkpoint's checkpoints/ parent):
+Rebuilds G_ema from a training checkpoint alone (no training config needed), or from a `make export`
+folder (ckpt=<folder>: braingan.export, no pickles), and writes into `out` (default: <run>/generate/,
+the run folder being the checkpoint's checkpoints/ parent; <folder>/generate/ of an export):
 
     images/[<class>/]seed<NNNN>.png   what=images     one PNG per seed, the data's native size
     grid[_<class>].png                what=grid       the first n x n seeds
@@ -43,6 +44,7 @@ from .confdir import CONF_DIR
 from .data.fit import Geometry
 from .experiment.projection import read_projected
 from .experiment.resume import resolve_ckpt
+from .export import load_export
 from .nn.synthesis import Generator
 from .reporting.figures import scatter_embedding
 from .rundir import RunDir
@@ -374,12 +376,31 @@ def write_embedding(
 
 
 def default_out(ckpt: Path) -> Path:
-    """<run>/generate of the checkpoint's run (<run>/checkpoints/x.ckpt), or generate/ beside a loose file."""
+    """<run>/generate of the checkpoint's run (<run>/checkpoints/x.ckpt), or generate/ beside a loose file;
+    <folder>/generate of an export folder."""
+    if ckpt.is_dir():
+        return RunDir(ckpt).generate
     return RunDir.of_checkpoint(ckpt).generate
 
 
+def load_source(
+    ckpt: str | Path | None, which: str = "G_ema"
+) -> tuple[Generator, Path, list[str], Geometry | None, Path | None]:
+    """The generator of a checkpoint file or of a `make export` folder (eval mode, on the CPU), the file or
+    folder, the class names, the native geometry, and the checkpoint the weights come from (which
+    projected latents must have been made with; an export's is the one it was exported from)."""
+    if ckpt not in (None, "", "last") and Path(str(ckpt)).expanduser().is_dir():
+        if which != "G_ema":
+            raise UsageError(f"which={which}: an export folder holds G_ema only; leave which unset")
+        G, exported = load_export(Path(str(ckpt)).expanduser())
+        return G, exported.folder, exported.class_names, exported.geometry, exported.checkpoint
+    path = resolve_ckpt(ckpt)
+    info = read_info(path)  # classes and native size; names a file that is not a checkpoint before unpickling it
+    return load_generator(path, which), path, info.class_names, info.geometry, path
+
+
 def generate(
-    ckpt: str | Path | None = "last",  # checkpoint file; 'last' = newest outputs/**/checkpoints/last.ckpt
+    ckpt: str | Path | None = "last",  # checkpoint file or `make export` folder; 'last' = newest last.ckpt
     out: str | Path | None = None,  # output folder; None = <run>/generate
     what: Sequence[str] = MODES,  # any of images, grid, interp, mixing, embedding
     seeds="0-15",  # seeds of images (and grid): 0-63, [0,1,2], [0-7,12]
@@ -409,13 +430,12 @@ def generate(
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"device={device} but no CUDA device is visible; use device=auto or cpu")
     seed_list = parse_seeds(seeds)
-    path = resolve_ckpt(ckpt)
-    out = Path(out).expanduser() if out not in (None, "") else default_out(path)
     torch_device = resolve_device(device)
-    info = read_info(path)  # classes and native size; names a file that is not a checkpoint before unpickling it
-    G = load_generator(path, which).to(torch_device)
-    classes = pick_classes(G, info.class_names, class_name, class_index)
-    r = Renderer(G, info.geometry, psi, truncation_cutoff, noise_mode, batch, progress)
+    G, path, class_names, geometry, made_with = load_source(ckpt, which)
+    G = G.to(torch_device)
+    out = Path(out).expanduser() if out not in (None, "") else default_out(path)
+    classes = pick_classes(G, class_names, class_name, class_index)
+    r = Renderer(G, geometry, psi, truncation_cutoff, noise_mode, batch, progress)
     opts = [
         kind(**(o or {})) if o is None or isinstance(o, Mapping) else o
         for o, kind in (
@@ -438,7 +458,7 @@ def generate(
         if "mixing" in what:
             write_mixing(r, out, label, tag, cast(MixingOptions, opts[2]))
     if "embedding" in what:
-        write_embedding(r, out, classes, cast(EmbeddingOptions, opts[3]), path)
+        write_embedding(r, out, classes, cast(EmbeddingOptions, opts[3]), made_with)
     return out
 
 

@@ -1,0 +1,367 @@
+"""The export format: a generator to share, readable without our training code's pickles.
+
+`make export` (braingan.export_model) writes a folder
+
+    generator.safetensors   G_ema's state dict in the safetensors format (no pickle)
+    config.json             what rebuilds G and uses it: FORMAT, FORMAT_VERSION, the NetworkConfig dict,
+                            class names, resolution, native geometry (data.fit.Geometry), the source
+                            checkpoint and its kimg, the `init` record of a fine-tuned run, the
+                            TorchScript check, and the SHA-256 of every other file of the folder
+    MODEL_CARD.md           data, splits, training, evaluation, intended use, limitations, licence
+    generator.pt            (torchscript=true) TorchScript of z [N, z_dim] (, one-hot c [N, c_dim])
+                            -> images [N, C, R, R] in [-1, 1], the generator's fixed noise
+
+`load_export(folder)` rebuilds the generator with json, the safetensors format and `braingan.nn`
+alone: nothing is unpickled and `braingan.checkpoint` is not imported (`write_export` imports it
+to read the source checkpoint). Every listed file's checksum is verified first; a missing or altered
+file, a folder that is not an export and an export of a newer format are refused in one line.
+
+The safetensors files are written and read here (the format is a little-endian u64 header length,
+a JSON header of name -> dtype, shape, byte offsets, then the bytes), so exporting needs no extra
+package; `safetensors.torch.load_file` reads them, and `load_export` uses it when it is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .nn.config import NetworkConfig
+from .nn.synthesis import Generator
+from .utils.errors import MissingFileError, UsageError
+
+FORMAT = "braingan-export"  # config.json's "format": what marks a folder as an export
+FORMAT_VERSION = 1  # written into config.json; a folder of a newer version is refused
+CONFIG = "config.json"
+WEIGHTS = "generator.safetensors"
+TORCHSCRIPT = "generator.pt"
+CARD = "MODEL_CARD.md"
+TOLERANCE = 1e-4  # the largest |TorchScript - eager| pixel difference (images in [-1, 1]) an export accepts
+GENERATOR_CLASS = "braingan.nn.synthesis.Generator"
+
+# safetensors dtype names <-> torch dtypes (the ones a generator's state dict can hold)
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+
+
+class ExportError(UsageError):
+    """The folder is not a braingan export, or one of its files is missing or altered."""
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What an export's config.json says (its checksums verified)."""
+
+    folder: Path
+    format_version: int
+    net: NetworkConfig
+    net_dict: dict  # the NetworkConfig dict as stored
+    class_names: list[str]  # label order; [] when unlabelled
+    geometry_dict: dict | None  # data.fit.Geometry of the training images; None = keep the model square
+    source: dict  # {"checkpoint": path, "kimg": float, "cur_nimg": int, "which": "G_ema"}
+    init: dict | None  # a fine-tuned model: where its training started; None = from scratch
+    torchscript: dict | None  # {"file", "max_abs_diff", "tolerance", ...}; None = not exported
+    files: dict[str, str]  # file name -> SHA-256
+
+    @property
+    def geometry(self):
+        """data.fit.Geometry of the training images, or None."""
+        from .data.fit import Geometry
+
+        return Geometry.from_dict(self.geometry_dict) if self.geometry_dict else None
+
+    @property
+    def resolution(self) -> int:
+        return int(self.net.img_resolution)
+
+    @property
+    def kimg(self) -> float:
+        return float(self.source.get("kimg", 0.0))
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The checkpoint the export was made from (as recorded; it need not exist here)."""
+        return Path(self.source["checkpoint"]) if self.source.get("checkpoint") else None
+
+
+# ---------------------------------------------------------------------------------------------
+# safetensors
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """Writes `tensors` as a safetensors file (names sorted, header padded to 8 bytes)."""
+    header: dict[str, Any] = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        if t.dtype not in _NAMES:
+            raise UsageError(f"{name}: dtype {t.dtype} cannot be stored")
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for data in blobs:
+            f.write(data)
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (with the `safetensors` package when it is installed)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        return read_safetensors(path)
+    return load_file(str(path))
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, read with the standard library and torch (no pickle)."""
+    raw = Path(path).read_bytes()
+    where = Path(path).name
+    if len(raw) < 8:
+        raise ExportError(f"{where} is not a safetensors file (shorter than its header)")
+    (size,) = struct.unpack("<Q", raw[:8])
+    try:
+        header = json.loads(raw[8 : 8 + size])
+    except (ValueError, UnicodeDecodeError):
+        raise ExportError(f"{where} is not a safetensors file (its header is not JSON)") from None
+    body = memoryview(raw)[8 + size :]
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        dtype = _DTYPES[entry["dtype"]]
+        shape = [int(s) for s in entry["shape"]]
+        if end > len(body) or begin > end:
+            raise ExportError(f"{where}: tensor {name} lies past the end of the file")
+        data = bytearray(body[begin:end])
+        flat = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+        out[name] = flat.reshape(shape)
+    return out
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def is_export(folder: str | os.PathLike) -> bool:
+    """Whether `folder` is a folder with a config.json (an export, or meant to be one)."""
+    return Path(folder).is_dir() and (Path(folder) / CONFIG).is_file()
+
+
+def read_export_info(folder: str | os.PathLike, setting: str = "ckpt") -> ExportInfo:
+    """An export folder's config.json, its format and every listed file's checksum checked."""
+    folder = Path(folder).expanduser()
+    where = f"{setting}={folder}"
+    if not folder.exists():
+        raise MissingFileError(f"{where}: no such export folder")
+    if not folder.is_dir():
+        raise ExportError(f"{where} is not an export folder (it is a file)")
+    if not (folder / CONFIG).is_file():
+        raise ExportError(f"{where} is not a braingan export folder (it has no {CONFIG})")
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise ExportError(f"{where} is not a braingan export folder ({CONFIG} is not JSON)") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ExportError(f"{where} is not a braingan export folder (its {CONFIG} is not a braingan export's)")
+    version = int(config.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise ExportError(f"{where} was written by a newer braingan (export format {version}); upgrade")
+    files = dict(config.get("files") or {})
+    if WEIGHTS not in files:
+        raise ExportError(f"{where}: {CONFIG} lists no {WEIGHTS}")
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise ExportError(f"{where}: {name} is missing (config.json lists it)")
+        if sha256(path) != digest:
+            raise ExportError(f"{where}: {name} was altered (its SHA-256 differs from config.json's)")
+    network = config.get("network") or {}
+    net_dict = dict(network.get("config") or {})
+    return ExportInfo(
+        folder=folder,
+        format_version=version,
+        net=NetworkConfig.from_dict(net_dict),
+        net_dict=net_dict,
+        class_names=[str(n) for n in config.get("class_names") or []],
+        geometry_dict=config.get("geometry"),
+        source=dict(config.get("source") or {}),
+        init=config.get("init"),
+        torchscript=config.get("torchscript"),
+        files=files,
+    )
+
+
+def load_export(
+    folder: str | os.PathLike, map_location: str | torch.device = "cpu", setting: str = "ckpt"
+) -> tuple[Generator, ExportInfo]:
+    """The exported generator (eval mode, no gradients) and its ExportInfo; checksums verified first."""
+    info = read_export_info(folder, setting)
+    G = Generator(info.net)
+    state = load_tensors(info.folder / WEIGHTS)
+    try:
+        G.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ExportError(f"{setting}={info.folder}: {WEIGHTS} does not fit its {CONFIG} ({first})") from None
+    return G.to(map_location).eval().requires_grad_(False), info
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+class _Sampler(torch.nn.Module):
+    """z -> images in [-1, 1], the fixed noise, no truncation (what generator.pt computes)."""
+
+    def __init__(self, G: Generator):
+        super().__init__()
+        self.G = G
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.G(z, None, noise_mode="const")
+
+
+class _ConditionalSampler(_Sampler):
+    """(z, one-hot c) -> images in [-1, 1]."""
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.G(z, c, noise_mode="const")
+
+
+def _inputs(G: Generator, n: int, seed: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, G.z_dim, generator=gen)
+    if G.c_dim == 0:
+        return (z,)
+    labels = torch.randint(G.c_dim, (n,), generator=gen)
+    return z, torch.nn.functional.one_hot(labels, G.c_dim).float()
+
+
+def write_torchscript(G: Generator, path: Path, tolerance: float = TOLERANCE, check: int = 4) -> dict:
+    """Traces G (z [, c] -> image) into `path` and checks it against the eager G on new random inputs
+    of another batch size; the record for config.json. Refused when the difference exceeds `tolerance`."""
+    sampler = (_ConditionalSampler if G.c_dim else _Sampler)(G).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch.jit's deprecation notices, and its tracer's note that shapes become constants (they are)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(sampler, _inputs(G, 2, seed=0), check_trace=False)
+        traced.save(str(path))
+        loaded = torch.jit.load(str(path))
+        inputs = _inputs(G, check, seed=1)
+        diff = float((loaded(*inputs) - sampler(*inputs)).abs().max())
+    if not diff <= tolerance:
+        path.unlink(missing_ok=True)
+        raise UsageError(
+            f"the TorchScript generator differs from the eager one by {diff:.3g} (tolerance {tolerance:g}); "
+            "export without torchscript=true"
+        )
+    inputs_doc = "z [N, z_dim]" + (", c [N, c_dim] one-hot" if G.c_dim else "")
+    return {
+        "file": TORCHSCRIPT,
+        "inputs": inputs_doc,
+        "output": "images [N, img_channels, R, R] in [-1, 1] (noise_mode const, no truncation)",
+        "max_abs_diff": diff,
+        "tolerance": tolerance,
+        "checked_on": f"{check} random inputs (seed 1), batch size other than the traced 2",
+        "torch": torch.__version__,
+    }
+
+
+EXPORT_DIR = "export"  # the default export folder in a run folder: <run>/export
+
+
+def default_out(ckpt: str | os.PathLike) -> Path:
+    """<run>/export of the checkpoint's run (<run>/checkpoints/x.ckpt), or export/ beside a loose file."""
+    from .rundir import RunDir
+
+    return RunDir.of_checkpoint(ckpt).path / EXPORT_DIR
+
+
+def write_export(
+    ckpt: str | os.PathLike,  # a braingan training checkpoint
+    out: str | os.PathLike | None = None,  # the export folder; None = <run>/export
+    torchscript: bool = False,  # also generator.pt (TorchScript), checked against the eager model
+    tolerance: float = TOLERANCE,  # of that check
+) -> ExportInfo:
+    """Writes the export folder of `ckpt`'s G_ema and returns its (re-read, verified) ExportInfo.
+
+    `out` must be new, empty or an earlier export (whose files are replaced). config.json is
+    written last, so a folder without it is not an export.
+    """
+    from .checkpoint import load_generator, read_info
+    from .model_card import model_card
+
+    info = read_info(ckpt)  # one line for a file that is not a checkpoint, before anything is unpickled
+    folder = Path(out).expanduser() if out not in (None, "") else default_out(info.path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"out={folder} is a file; name a new or empty folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / CONFIG).is_file():
+        raise UsageError(f"out={folder} holds other files and is not an export; name a new or empty folder")
+    G = load_generator(info.path, "G_ema")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG).unlink(missing_ok=True)  # an earlier export: not one until the new config.json is written
+    for name in (WEIGHTS, TORCHSCRIPT, CARD):
+        (folder / name).unlink(missing_ok=True)
+    save_tensors(G.state_dict(), folder / WEIGHTS, {"format": "pt", "network": GENERATOR_CLASS, "which": "G_ema"})
+    record = write_torchscript(G, folder / TORCHSCRIPT, tolerance) if torchscript else None
+    config: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "network": {"class": GENERATOR_CLASS, "config": info.net_dict},
+        "class_names": info.class_names,
+        "resolution": info.resolution,
+        "img_channels": info.channels,
+        "geometry": info.data.get("geometry") or None,
+        "source": {
+            "checkpoint": str(info.path.resolve()),
+            "kimg": info.kimg,
+            "cur_nimg": info.cur_nimg,
+            "checkpoint_format_version": info.format_version,
+            "which": "G_ema",
+        },
+        "init": info.init,
+        "torchscript": record,
+    }
+    card = model_card(info, config, G)
+    (folder / CARD).write_text(card)
+    names = [WEIGHTS, CARD] + ([TORCHSCRIPT] if record else [])
+    config["files"] = {name: sha256(folder / name) for name in names}
+    tmp = folder / (CONFIG + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
+    tmp.replace(folder / CONFIG)
+    return read_export_info(folder, "out")

@@ -1,0 +1,257 @@
+"""`make export` (braingan.export_model, braingan.export): the shared tiny runs exported, re-rendered
+through `make generate`'s function, loaded in a fresh interpreter without pickles, and broken on purpose."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from braingan import export_model
+from braingan import generate as generate_module
+from braingan.checkpoint import load_generator
+from braingan.export import (
+    CARD,
+    CONFIG,
+    TORCHSCRIPT,
+    WEIGHTS,
+    load_export,
+    read_safetensors,
+    save_tensors,
+    write_export,
+)
+from helpers.runs import REPO, one_line_exit
+
+
+def ckpt_of(run: Path) -> Path:
+    return run / "checkpoints" / "last.ckpt"
+
+
+def run_main(module, tool: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", [tool, *args])
+    handlers, level = logging.root.handlers[:], logging.root.level
+    try:
+        module.main()
+    finally:  # Hydra points the root logger at this test's captured stdout: undo that
+        logging.root.handlers[:], logging.root.level = handlers, level
+
+
+def error(module, tool: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
+    return one_line_exit(lambda: run_main(module, tool, args, monkeypatch), tool)
+
+
+def images(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
+
+
+def test_safetensors_files_round_trip_every_dtype_and_follow_the_format(tmp_path: Path) -> None:
+    tensors = {
+        "w": torch.randn(3, 5),
+        "half": torch.randn(4).half(),
+        "bf16": torch.randn(2, 2).bfloat16(),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 3),
+        "int": torch.arange(7),
+        "mask": torch.tensor([True, False]),
+    }
+    path = tmp_path / "t.safetensors"
+    save_tensors(tensors, path, {"format": "pt"})
+    back = read_safetensors(path)
+    assert set(back) == set(tensors)
+    for name, t in tensors.items():
+        assert back[name].dtype == t.dtype and back[name].shape == t.shape and torch.equal(back[name], t), name
+    raw = path.read_bytes()  # the format by hand: u64 header length, JSON header (8-byte aligned), the bytes
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + size])
+    assert size % 8 == 0 and header["__metadata__"] == {"format": "pt"}
+    assert header["w"] == {"dtype": "F32", "shape": [3, 5], "data_offsets": header["w"]["data_offsets"]}
+    spans = sorted(tuple(v["data_offsets"]) for k, v in header.items() if k != "__metadata__")
+    assert spans[0][0] == 0 and spans[-1][1] == len(raw) - 8 - size
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # no holes, no overlaps
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        return  # safetensors is not installed here: the format checks above stand in for it
+    theirs = load_file(str(path))
+    assert all(torch.equal(theirs[k], tensors[k]) for k in tensors)
+
+
+@pytest.mark.slow
+def test_an_export_renders_the_checkpoints_images_bit_for_bit(tiny_adni_run: Path, tmp_path: Path) -> None:
+    ckpt = ckpt_of(tiny_adni_run)
+    info = write_export(ckpt, tmp_path / "export")
+    assert sorted(p.name for p in info.folder.iterdir()) == sorted([WEIGHTS, CONFIG, CARD])
+    assert info.class_names == ["AD", "NC"] and info.geometry_dict == {
+        "resolution": 32,
+        "width": 256,
+        "height": 240,
+        "fit": "pad",
+    }
+    config = json.loads((info.folder / CONFIG).read_text())
+    assert config["source"]["checkpoint"] == str(ckpt.resolve()) and config["source"]["kimg"] == 0.008
+    assert set(config["files"]) == {WEIGHTS, CARD} and config["init"] is None
+    kwargs = dict(what=["images"], seeds="0-2", device="cpu", progress=False)
+    from_ckpt = generate_module.generate(ckpt=ckpt, out=tmp_path / "a", **kwargs)
+    from_export = generate_module.generate(ckpt=info.folder, out=tmp_path / "b", **kwargs)
+    a, b = images(from_ckpt), images(from_export)
+    assert len(a) == 6 and a == b  # 3 seeds x 2 classes, the same bytes
+    default = generate_module.generate(ckpt=info.folder, class_name="NC", **{**kwargs, "seeds": [1]})
+    assert default == info.folder / "generate"
+    assert (default / "images" / "NC" / "seed0001.png").read_bytes() == a["images/NC/seed0001.png"]
+
+
+@pytest.mark.slow
+def test_an_export_loads_with_json_safetensors_and_the_network_code_alone(tiny_demo_run: Path, tmp_path: Path) -> None:
+    ckpt = ckpt_of(tiny_demo_run)
+    folder = write_export(ckpt, tmp_path / "export").folder
+    G = load_generator(ckpt)
+    z = torch.from_numpy(np.random.RandomState(3).randn(2, G.z_dim)).float()
+    expected = G(z, None, noise_mode="const").numpy().tobytes().hex()
+    script = f"""
+import sys, json, torch
+def refuse(*args, **kwargs):
+    raise AssertionError("torch.load was called")
+torch.load = refuse
+import numpy as np
+from braingan.export import load_export
+G, info = load_export({str(folder)!r})
+z = torch.from_numpy(np.random.RandomState(3).randn(2, G.z_dim)).float()
+with torch.no_grad():
+    print(G(z, None, noise_mode="const").numpy().tobytes().hex())
+heavy = [m for m in ("braingan.checkpoint", "braingan.experiment", "braingan.training", "hydra", "pytorch_lightning")
+         if m in sys.modules]
+print(json.dumps(heavy))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    hexed, heavy = done.stdout.strip().splitlines()[-2:]
+    assert json.loads(heavy) == []
+    assert hexed == expected  # the same floats as the checkpoint's G_ema
+
+
+@pytest.mark.slow
+def test_torchscript_matches_the_eager_generator(tiny_adni_run: Path, tmp_path: Path, monkeypatch) -> None:
+    ckpt = ckpt_of(tiny_adni_run)
+    out = tmp_path / "export"
+    run_main(export_model, "export_model", [f"ckpt={ckpt}", f"out={out}", "torchscript=true"], monkeypatch)
+    G, info = load_export(out)
+    assert info.torchscript is not None and TORCHSCRIPT in info.files
+    assert 0 <= info.torchscript["max_abs_diff"] <= info.torchscript["tolerance"] == 1e-4
+    scripted = torch.jit.load(str(out / TORCHSCRIPT))
+    z = torch.randn(5, G.z_dim)  # another batch size than traced and checked
+    c = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 0, 1]), G.c_dim).float()
+    with torch.no_grad():
+        eager = G(z, c, noise_mode="const")
+        assert eager.shape == (5, 1, 32, 32)
+        assert (scripted(z, c) - eager).abs().max() <= 1e-4
+        assert (G(z, 1 - c, noise_mode="const") - eager).abs().max() > 1e-3  # the class input matters
+    message = error(  # a tolerance that no trace meets: refused, and no generator.pt is left behind
+        export_model,
+        "export_model",
+        [f"ckpt={ckpt}", f"out={tmp_path / 'strict'}", "torchscript=true", "tolerance=-1"],
+        monkeypatch,
+    )
+    assert "the TorchScript generator differs from the eager one" in message
+    assert not (tmp_path / "strict" / TORCHSCRIPT).exists() and not (tmp_path / "strict" / CONFIG).exists()
+
+
+@pytest.mark.slow
+def test_the_model_card_holds_the_runs_numbers_or_says_not_evaluated(
+    tiny_demo_run: Path, tiny_adni_run: Path, tmp_path: Path
+) -> None:
+    adni = (write_export(ckpt_of(tiny_adni_run), tmp_path / "adni").folder / CARD).read_text()
+    assert "Not evaluated" in adni and "not audited" in adni
+    assert "ADNI Data Use Agreement" in adni and "Research only, not for diagnosis" in adni
+    assert "| train |" in adni and "AD: " in adni and "NC: " in adni
+
+    run = shutil.copytree(tiny_demo_run, tmp_path / "run")  # the shared run stays as it is
+    ckpt = ckpt_of(run)
+    (run / "eval").mkdir()
+    metric = {"fid": 123.456, "kid_x1e3": 78.9, "kid_x1e3_std": 1.25, "precision": 0.512, "recall": 0.0625}
+    floor = {"fid": 45.678, "kid_x1e3": 3.21, "kid_x1e3_std": 0.5, "precision": 0.75, "recall": 0.875}
+    (run / "eval" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "metrics": {**metric, "num_real": 96, "num_gen": 2000},
+                "floor": {**floor, "num_real": 96, "num_gen": 64},
+                "settings": {"checkpoint": str(ckpt.resolve()), "kimg": 0.008, "real": "train", "truncation_psi": 1.0},
+            }
+        )
+    )
+    (run / "eval" / "audit.json").write_text(
+        json.dumps(
+            {
+                "near_copy_fraction": 0.0125,
+                "heldout_baseline_fraction": 0.01,
+                "feature_threshold": 0.9876,
+                "pixel_threshold": 0.8765,
+                "num_generated": 2000,
+                "num_train": 96,
+                "num_heldout": 64,
+                "checkpoint": str(ckpt.resolve()),
+            }
+        )
+    )
+    exported = write_export(ckpt)  # out=None: <run>/export
+    assert exported.folder == run / "export"
+    card = (exported.folder / CARD).read_text()
+    assert "| generated vs real | 123.5 | 78.9 ± 1.2 | 0.512 | 0.0625 | 96 | 2000 |" in card
+    assert "| real-vs-real floor: training vs held-out (N generated = held-out) | 45.68 | 3.21 ± 0.5 | 0.75 |" in card
+    assert "1.25% of 2000 generated slices are near copies" in card and "held-out baseline 1%" in card
+    assert "Not evaluated" not in card and "not audited" not in card
+    assert "MNI ICBM152 2009" in card and "| train | 3 | 96 |" in card and "| all | 5 | 160 |" in card
+
+
+@pytest.mark.slow
+def test_bad_exports_and_folders_are_one_line(tiny_demo_run: Path, tmp_path: Path, monkeypatch) -> None:
+    ckpt = ckpt_of(tiny_demo_run)
+    manifest = tiny_demo_run / "manifest.csv"
+    out = tmp_path / "export"
+    assert "is not a braingan checkpoint: it is a text file (CSV" in error(
+        export_model, "export_model", [f"ckpt={manifest}", f"out={out}"], monkeypatch
+    )
+    assert not out.exists()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.tex").write_text("x")
+    assert "holds other files and is not an export" in error(
+        export_model, "export_model", [f"ckpt={ckpt}", f"out={tmp_path / 'busy'}"], monkeypatch
+    )
+    write_export(ckpt, out)
+    write_export(ckpt, out)  # an earlier export is replaced
+    gen = ["progress=false", "what=[images]", "seeds=[0]", f"out={tmp_path / 'gen'}"]
+
+    def generate_error(folder: Path, *extra: str) -> str:
+        return error(generate_module, "generate", [f"ckpt={folder}", *gen, *extra], monkeypatch)
+
+    assert generate_error(out, "which=G") == "generate: which=G: an export folder holds G_ema only; leave which unset"
+    not_export = tmp_path / "empty"
+    not_export.mkdir()
+    assert generate_error(not_export) == (
+        f"generate: ckpt={not_export} is not a braingan export folder (it has no config.json)"
+    )
+
+    missing = shutil.copytree(out, tmp_path / "missing")
+    (missing / CARD).unlink()
+    assert generate_error(missing) == f"generate: ckpt={missing}: MODEL_CARD.md is missing (config.json lists it)"
+
+    altered = shutil.copytree(out, tmp_path / "altered")
+    raw = bytearray((altered / WEIGHTS).read_bytes())
+    raw[-1] ^= 1  # one bit of the last weight
+    (altered / WEIGHTS).write_bytes(bytes(raw))
+    assert generate_error(altered) == (
+        f"generate: ckpt={altered}: generator.safetensors was altered (its SHA-256 differs from config.json's)"
+    )
+
+    newer = shutil.copytree(out, tmp_path / "newer")
+    config = json.loads((newer / CONFIG).read_text())
+    (newer / CONFIG).write_text(json.dumps({**config, "format_version": 2}))
+    assert generate_error(newer) == f"generate: ckpt={newer} was written by a newer braingan (export format 2); upgrade"
+    assert not (tmp_path / "gen").exists()
