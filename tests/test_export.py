@@ -219,6 +219,11 @@ def test_bad_exports_and_folders_are_one_line(tiny_demo_run: Path, tmp_path: Pat
         export_model, "export_model", [f"ckpt={manifest}", f"out={out}"], monkeypatch
     )
     assert not out.exists()
+    run_folder = error(export_model, "export_model", [f"ckpt={tiny_demo_run}", f"out={out}"], monkeypatch)
+    assert (
+        run_folder
+        == f"export_model: ckpt={tiny_demo_run} is a folder, not a checkpoint file; it is a run folder: use ckpt={ckpt}"
+    )
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "thesis.tex").write_text("x")
     assert "holds other files and is not an export" in error(
@@ -231,6 +236,10 @@ def test_bad_exports_and_folders_are_one_line(tiny_demo_run: Path, tmp_path: Pat
     def generate_error(folder: Path, *extra: str) -> str:
         return error(generate_module, "generate", [f"ckpt={folder}", *gen, *extra], monkeypatch)
 
+    assert "is an export folder already" in error(
+        export_model, "export_model", [f"ckpt={out}", f"out={tmp_path / 'again'}"], monkeypatch
+    )
+    assert generate_error(tiny_demo_run).endswith(f"(it has no config.json); it is a run folder: use ckpt={ckpt}")
     assert generate_error(out, "which=G") == "generate: which=G: an export folder holds G_ema only; leave which unset"
     not_export = tmp_path / "empty"
     not_export.mkdir()
@@ -255,3 +264,17 @@ def test_bad_exports_and_folders_are_one_line(tiny_demo_run: Path, tmp_path: Pat
     (newer / CONFIG).write_text(json.dumps({**config, "format_version": 2}))
     assert generate_error(newer) == f"generate: ckpt={newer} was written by a newer braingan (export format 2); upgrade"
     assert not (tmp_path / "gen").exists()
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_models_card_and_config_name_its_source(tiny_demo_run: Path) -> None:
+    import dataclasses
+
+    from braingan.checkpoint import read_info
+    from braingan.model_card import model_card
+
+    info = read_info(ckpt_of(tiny_demo_run))
+    record = {"checkpoint": "/runs/oasis/checkpoints/kimg_000500.ckpt", "kimg": 500.0, "dataset": "oasis"}
+    card = model_card(dataclasses.replace(info, init=record), {"geometry": None}, load_generator(info.path))
+    assert f"- Fine-tuned from: {json.dumps(record)}" in card and "native size the model square" in card
+    assert "Trained from scratch" in model_card(info, {"geometry": None}, load_generator(info.path))

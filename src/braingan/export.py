@@ -153,10 +153,13 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        begin, end = entry["data_offsets"]
-        dtype = _DTYPES[entry["dtype"]]
-        shape = [int(s) for s in entry["shape"]]
-        if end > len(body) or begin > end:
+        try:
+            begin, end = (int(x) for x in entry["data_offsets"])
+            dtype = _DTYPES[entry["dtype"]]
+            shape = [int(s) for s in entry["shape"]]
+        except (KeyError, TypeError, ValueError):
+            raise ExportError(f"{where}: the header entry of tensor {name} is not a safetensors one") from None
+        if end > len(body) or not 0 <= begin <= end:
             raise ExportError(f"{where}: tensor {name} lies past the end of the file")
         data = bytearray(body[begin:end])
         flat = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
@@ -176,6 +179,22 @@ def sha256(path: Path) -> str:
 # Reading
 
 
+def run_hint(folder: Path, setting: str = "ckpt") -> str:
+    """'; it is a run folder: use ckpt=<its last.ckpt>' when `folder` is a run with a last checkpoint, else ''."""
+    from .rundir import RunDir
+
+    last = RunDir(folder).last
+    return f"; it is a run folder: use {setting}={last}" if last.is_file() else ""
+
+
+def not_a_checkpoint_file(folder: str | os.PathLike, setting: str = "ckpt") -> str:
+    """The one line for a folder named where a training checkpoint file is needed."""
+    folder = Path(folder)
+    if is_export(folder):
+        return f"{setting}={folder} is an export folder already; make export reads a training checkpoint file"
+    return f"{setting}={folder} is a folder, not a checkpoint file{run_hint(folder, setting)}"
+
+
 def is_export(folder: str | os.PathLike) -> bool:
     """Whether `folder` is a folder with a config.json (an export, or meant to be one)."""
     return Path(folder).is_dir() and (Path(folder) / CONFIG).is_file()
@@ -190,7 +209,7 @@ def read_export_info(folder: str | os.PathLike, setting: str = "ckpt") -> Export
     if not folder.is_dir():
         raise ExportError(f"{where} is not an export folder (it is a file)")
     if not (folder / CONFIG).is_file():
-        raise ExportError(f"{where} is not a braingan export folder (it has no {CONFIG})")
+        raise ExportError(f"{where} is not a braingan export folder (it has no {CONFIG}){run_hint(folder, setting)}")
     try:
         config = json.loads((folder / CONFIG).read_text())
     except (ValueError, UnicodeDecodeError):
@@ -204,6 +223,8 @@ def read_export_info(folder: str | os.PathLike, setting: str = "ckpt") -> Export
     if WEIGHTS not in files:
         raise ExportError(f"{where}: {CONFIG} lists no {WEIGHTS}")
     for name, digest in files.items():
+        if Path(name).name != name or name in (".", "..", CONFIG):
+            raise ExportError(f"{where}: {CONFIG} lists {name!r}, which is not a file name of the folder")
         path = folder / name
         if not path.is_file():
             raise ExportError(f"{where}: {name} is missing (config.json lists it)")
@@ -326,6 +347,8 @@ def write_export(
     from .checkpoint import load_generator, read_info
     from .model_card import model_card
 
+    if Path(ckpt).is_dir():
+        raise UsageError(not_a_checkpoint_file(ckpt))
     info = read_info(ckpt)  # one line for a file that is not a checkpoint, before anything is unpickled
     folder = Path(out).expanduser() if out not in (None, "") else default_out(info.path)
     if folder.exists() and not folder.is_dir():

@@ -10,6 +10,7 @@ loads it with safetensors, JSON and `braingan.nn` alone. Hydra composes conf/exp
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import hydra
@@ -18,12 +19,16 @@ from omegaconf import DictConfig, OmegaConf
 from . import cli
 from .confdir import CONF_DIR
 from .experiment.resume import resolve_ckpt
-from .export import write_export
+from .export import not_a_checkpoint_file, write_export
+from .utils.errors import UsageError
 
 
 def export_from_config(cfg: DictConfig):
     """`write_export` with the values of a composed conf/export_model.yaml; its ExportInfo."""
     values = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    named = Path(str(values["ckpt"])).expanduser()
+    if values["ckpt"] not in (None, "", "last") and named.is_dir():
+        raise UsageError(not_a_checkpoint_file(named))
     ckpt = resolve_ckpt(values["ckpt"], values["paths"]["outputs"])
     return write_export(ckpt, values["out"], torchscript=bool(values["torchscript"]), tolerance=values["tolerance"])
 
