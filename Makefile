@@ -19,7 +19,7 @@ TORCH_VENV ?= .venv-torch$(TORCH)
 LOWEST_VENV ?= .venv-lowest
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-torch test-lowest lint format train resume prepare bench-loader eval audit generate project plots tensorboard demo-data clean-outputs sweep sweep-report bench guard wheelhouse gpu-check
+.PHONY: help install test test-fast test-torch test-lowest lint format train resume prepare bench-loader eval audit generate export project plots tensorboard demo-data clean-outputs sweep sweep-report bench guard wheelhouse gpu-check
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ audit: ## Memorization audit: generated vs training vs held-out subjects (CKPT=p
 
 generate: ## Images, grid, interpolation GIF, style mixing, style embedding (CKPT=path): ARGS="seeds=0-15 psi=0.7"
 	$(PY) -m braingan.generate $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
+
+export: ## A generator to share: safetensors + config.json + MODEL_CARD.md (CKPT=path): ARGS="out=<folder> torchscript=true"
+	$(PY) -m braingan.export_model $(if $(CKPT),ckpt=$(CKPT)) $(ARGS)
 
 sweep: ## SLURM sweep, one job per point (conf/hydra/launcher/slurm.yaml): ARGS="model.r1_gamma=1,2,4 resolution=256"
 	$(PY) -m braingan.train -m hydra/launcher=slurm $(filter-out -m --multirun,$(ARGS))

@@ -46,6 +46,8 @@ def _cases(tmp):
         + [("misspelt-key", ["num_gne=10"], "num_gne: no such setting; did you mean num_gen?"), unknown_option],
         "audit": ckpt_tool("ckpt") + [("misspelt-key", ["num_pair=10"], "did you mean num_pairs?"), unknown_option],
         "generate": ckpt_tool("ckpt") + [("misspelt-key", ["seds=0-3"], "did you mean seeds?"), unknown_option],
+        "export_model": ckpt_tool("ckpt")
+        + [("misspelt-key", ["torchscrpt=true"], "did you mean torchscript?"), unknown_option],
         "project": ckpt_tool("ckpt") + [("misspelt-key", ["stepz=3"], "did you mean steps?"), unknown_option],
         "prepare": [
             ("missing-path", [f"input={missing}", f"output={tmp / 'out'}"], str(missing)),

@@ -16,9 +16,7 @@ alone: nothing is unpickled and `braingan.checkpoint` is not imported (`write_ex
 to read the source checkpoint). Every listed file's checksum is verified first; a missing or altered
 file, a folder that is not an export and an export of a newer format are refused in one line.
 
-The safetensors files are written and read here (the format is a little-endian u64 header length,
-a JSON header of name -> dtype, shape, byte offsets, then the bytes), so exporting needs no extra
-package; `safetensors.torch.load_file` reads them, and `load_export` uses it when it is installed.
+The weights are written and read by the `safetensors` package (requirements.txt).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,21 +43,6 @@ TORCHSCRIPT = "generator.pt"
 CARD = "MODEL_CARD.md"
 TOLERANCE = 1e-4  # the largest |TorchScript - eager| pixel difference (images in [-1, 1]) an export accepts
 GENERATOR_CLASS = "braingan.nn.synthesis.Generator"
-
-# safetensors dtype names <-> torch dtypes (the ones a generator's state dict can hold)
-_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 
 class ExportError(UsageError):
@@ -108,63 +90,21 @@ class ExportInfo:
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
-    """Writes `tensors` as a safetensors file (names sorted, header padded to 8 bytes)."""
-    header: dict[str, Any] = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
-    blobs, offset = [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        if t.dtype not in _NAMES:
-            raise UsageError(f"{name}: dtype {t.dtype} cannot be stored")
-        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for data in blobs:
-            f.write(data)
+    """Writes `tensors` as a safetensors file (the `safetensors` package; no pickle)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file (with the `safetensors` package when it is installed)."""
-    try:
-        from safetensors.torch import load_file
-    except ImportError:
-        return read_safetensors(path)
-    return load_file(str(path))
+    """The tensors of a safetensors file; one line when the file is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, read with the standard library and torch (no pickle)."""
-    raw = Path(path).read_bytes()
-    where = Path(path).name
-    if len(raw) < 8:
-        raise ExportError(f"{where} is not a safetensors file (shorter than its header)")
-    (size,) = struct.unpack("<Q", raw[:8])
     try:
-        header = json.loads(raw[8 : 8 + size])
-    except (ValueError, UnicodeDecodeError):
-        raise ExportError(f"{where} is not a safetensors file (its header is not JSON)") from None
-    body = memoryview(raw)[8 + size :]
-    out = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = (int(x) for x in entry["data_offsets"])
-            dtype = _DTYPES[entry["dtype"]]
-            shape = [int(s) for s in entry["shape"]]
-        except (KeyError, TypeError, ValueError):
-            raise ExportError(f"{where}: the header entry of tensor {name} is not a safetensors one") from None
-        if end > len(body) or not 0 <= begin <= end:
-            raise ExportError(f"{where}: tensor {name} lies past the end of the file")
-        data = bytearray(body[begin:end])
-        flat = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
-        out[name] = flat.reshape(shape)
-    return out
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ExportError(f"{Path(path).name} is not a readable safetensors file ({error})") from None
 
 
 def sha256(path: Path) -> str:

@@ -11,6 +11,7 @@ ENTRY_POINTS = (
     "eval",
     "audit",
     "generate",
+    "export_model",
     "project",
     "prepare",
     "bench",
