@@ -67,11 +67,26 @@ def test_make_eval_writes_every_field_and_reuses_real_statistics(tiny_ckpt):
     ckpt, cache = tiny_ckpt
     out = _make_eval(ckpt, cache)
     assert "floor: train vs held-out" in out and "FID" in out
+    assert all(column in out for column in ("dens", "cover", "MSSSIM", "2 scales, 11px window"))
     metrics = json.loads((ckpt.parent.parent / "eval" / "metrics.json").read_text())
     for block in (metrics["metrics"], metrics["floor"]):
-        for key in ("fid", "kid_x1e3", "kid_x1e3_std", "precision", "recall"):
+        for key in ("fid", "kid_x1e3", "kid_x1e3_std", "precision", "recall", "density", "coverage"):
             assert math.isfinite(block[key]), key
+        for key in ("ms_ssim_gen", "ms_ssim_real", "ms_ssim_gen_std", "ms_ssim_real_std"):
+            assert 0.0 <= block[key] <= 1.0, key  # relu-normalized MS-SSIM lies in [0, 1]
+        assert block["density"] >= 0.0 and 0.0 <= block["coverage"] <= 1.0
+        # Disjoint pairs, at most ms_ssim_pairs (1000) and n // 2 per set: here n // 2.
+        assert (
+            block["ms_ssim_pairs_gen"] == block["num_gen"] // 2
+            and block["ms_ssim_pairs_real"] == block["num_real"] // 2
+        )
+    assert (
+        metrics["metrics"]["ms_ssim_pairs_gen"] == 12 and metrics["metrics"]["ms_ssim_pairs_real"] == 48
+    )  # 24, 96 slices
+    # The floor's two sides are the training slices' and the held-out slices' own diversity.
+    assert metrics["floor"]["ms_ssim_real"] == metrics["metrics"]["ms_ssim_real"]
     assert metrics["metrics"]["fid"] > metrics["floor"]["fid"]  # an untrained G is far from real slices
+    assert metrics["metrics"]["coverage"] < metrics["floor"]["coverage"]
     s = metrics["settings"]
     assert s["num_gen"] == 24 and s["real"] == "train" and s["num_real"] == 3 * 32  # demo: 3 training subjects
     assert s["resolution"] == 32 and s["kimg"] == pytest.approx(0.008)
@@ -80,10 +95,14 @@ def test_make_eval_writes_every_field_and_reuses_real_statistics(tiny_ckpt):
     assert s["device"] == "cpu" and s["device_info"]["type"] == "cpu"
     assert s["checkpoint"] == str(ckpt.resolve()) and "metrics_json" not in s  # the path is only returned
     assert s["real_stats_cached"] is False
+    assert (s["pr_k"], s["dc_k"], s["diversity"], s["ms_ssim_pairs"]) == (3, 5, True, 1000)
+    assert (s["ms_ssim_scales"], s["ms_ssim_kernel"], s["ms_ssim_data_range"]) == (2, 11, 255.0)  # 32 px, uint8
     _make_eval(ckpt, cache)
     again = json.loads((ckpt.parent.parent / "eval" / "metrics.json").read_text())
     assert again["settings"]["real_stats_cached"] is True
     assert again["metrics"]["fid"] == pytest.approx(metrics["metrics"]["fid"], rel=1e-9)  # seeded
+    for key in ("density", "coverage", "ms_ssim_gen", "ms_ssim_real"):
+        assert again["metrics"][key] == pytest.approx(metrics["metrics"][key], rel=1e-9), key
 
 
 @pytest.mark.slow
@@ -133,3 +152,23 @@ def test_fid_during_training_is_logged_and_keeps_the_best_checkpoint(tmp_path, d
     best_step = min(fids, key=lambda e: e.value).step
     assert best.cur_nimg == best_step
     assert any((tmp_path / "cache" / "stats").glob("real-32px-pad-*.npz"))  # <paths.cache>/stats, shared with make eval
+
+
+def test_the_table_shows_every_metric_and_dashes_what_a_result_lacks():
+    """format_table on a result without MS-SSIM (diversity=false, or a metrics.json older than it)."""
+    from braingan.eval import format_table
+
+    block = {"fid": 1.0, "kid_x1e3": 2.0, "precision": 0.5, "recall": 0.25, "density": 1.125, "coverage": 0.75}
+    settings = {"real": "train", "checkpoint": "c", "kimg": 1.0, "resolution": 32, "truncation_psi": 1.0, "seed": 0}
+    settings |= {"extractor_sha256": "0" * 64, "seconds": 1.0, "pr_k": 3, "dc_k": 5, "diversity": False}
+    result = {"metrics": block | {"num_real": 10, "num_gen": 8}, "settings": settings}
+    table = format_table(result)
+    row = table.splitlines()[1].split()
+    assert row[3:] == ["1.000", "2.000", "0.500", "0.250", "1.125", "0.750", "-", "-", "10", "8"]
+    assert "no MS-SSIM (diversity=false)" in table and "density/coverage k=5" in table
+    with_div = {"ms_ssim_gen": 0.875, "ms_ssim_real": 0.5, "ms_ssim_pairs_gen": 4, "ms_ssim_pairs_real": 5}
+    result["metrics"] |= with_div
+    result["settings"] |= {"diversity": True, "ms_ssim_pairs": 1000, "ms_ssim_scales": 2, "ms_ssim_kernel": 11}
+    table = format_table(result)
+    assert table.splitlines()[1].split()[9:11] == ["0.875", "0.500"]
+    assert "(overall: 4 | 5), 2 scales, 11px window" in table

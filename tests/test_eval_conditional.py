@@ -15,7 +15,9 @@ from helpers.runs import REPO, compose, tiny_overrides
 
 CLASSES = ("AD", "NC")
 NUM_GEN = 32  # > pr_k per class even for the smaller class; Inception on CPU dominates the run time
-METRIC_KEYS = ("fid", "kid_x1e3", "kid_x1e3_std", "precision", "recall")
+METRIC_KEYS = ("fid", "kid_x1e3", "kid_x1e3_std", "precision", "recall", "density", "coverage")
+MS_SSIM_KEYS = ("ms_ssim_gen", "ms_ssim_real", "ms_ssim_gen_std", "ms_ssim_real_std")
+DC_K = 3  # density/coverage needs more than dc_k real slices per class: the smaller test class has 5
 
 
 def _count_on_disk(base, split: str) -> dict[str, int]:
@@ -29,6 +31,12 @@ def _assert_finite(block: dict, where: str) -> None:
         assert isinstance(block[key], float) and math.isfinite(block[key]), f"{where}: {key}={block[key]!r}"
     assert 0.0 <= block["precision"] <= 1.0 and 0.0 <= block["recall"] <= 1.0, where
     assert block["fid"] >= 0.0 and block["kid_x1e3_std"] >= 0.0, where
+    assert block["density"] >= 0.0 and 0.0 <= block["coverage"] <= 1.0, where
+    for key in MS_SSIM_KEYS:
+        assert 0.0 <= block[key] <= 1.0, f"{where}: {key}={block[key]!r}"  # relu-normalized MS-SSIM
+    # Disjoint pairs within the block's own images: n // 2 of each side (far below ms_ssim_pairs=1000).
+    assert block["ms_ssim_pairs_gen"] == block["num_gen"] // 2 >= 1, where
+    assert block["ms_ssim_pairs_real"] == block["num_real"] // 2 >= 1, where
 
 
 @pytest.mark.slow
@@ -48,7 +56,7 @@ def test_make_eval_on_a_conditional_checkpoint_writes_per_class_metrics(tmp_path
     assert info.class_names == list(CLASSES)
 
     cache = tmp_path / "cache"
-    args = f"num_gen={NUM_GEN} batch_size=32 kid_subsets=10 real=test progress=false cache_dir={cache}"
+    args = f"num_gen={NUM_GEN} batch_size=32 kid_subsets=10 dc_k={DC_K} real=test progress=false cache_dir={cache}"
     proc = subprocess.run(
         ["make", "-s", "eval", f"CKPT={ckpt}", f"ARGS={args}"], cwd=REPO, capture_output=True, text=True, timeout=600
     )
@@ -63,6 +71,7 @@ def test_make_eval_on_a_conditional_checkpoint_writes_per_class_metrics(tmp_path
     s = metrics["settings"]
     assert s["real"] == "test" and s["num_real"] == sum(test_counts.values()) and s["num_gen"] == NUM_GEN
     assert s["class_names"] == list(CLASSES) and s["resolution"] == 32
+    assert s["dc_k"] == DC_K and s["ms_ssim_scales"] == 2 and s["ms_ssim_kernel"] == 11
     # The floor: the training split vs the held-out (= test) split.
     _assert_finite(metrics["floor"], "floor")
     assert metrics["floor"]["num_real"] == sum(train_counts.values())
@@ -81,3 +90,4 @@ def test_make_eval_on_a_conditional_checkpoint_writes_per_class_metrics(tmp_path
     # Each class's metrics are computed on its own subset, not copies of the overall numbers.
     assert per_class["AD"]["fid"] != per_class["NC"]["fid"]
     assert all(per_class[cls]["fid"] != metrics["metrics"]["fid"] for cls in CLASSES)
+    assert per_class["AD"]["ms_ssim_real"] != per_class["NC"]["ms_ssim_real"]  # each class's own pairs

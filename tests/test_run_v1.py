@@ -61,6 +61,12 @@ def test_old_run_evaluates_as_before(old_run, tmp_path):
     for part in ("metrics", "floor"):
         for key, value in EXPECTED["metrics"][part].items():
             assert metrics[part][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (part, key)
+    # Metrics added since the fixture (density/coverage, MS-SSIM diversity) come on top and leave the old ones as they were.
+    for part in ("metrics", "floor"):
+        block = metrics[part]
+        assert block["density"] >= 0.0 and 0.0 <= block["coverage"] <= 1.0, part
+        assert 0.0 <= block["ms_ssim_gen"] <= 1.0 and 0.0 <= block["ms_ssim_real"] <= 1.0, part
+        assert block["ms_ssim_pairs_gen"] == block["num_gen"] // 2, part  # 32 generated: 16 pairs; 64 held-out: 32
 
 
 @pytest.mark.slow

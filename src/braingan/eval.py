@@ -2,9 +2,11 @@
 
 Loads the EMA generator from the checkpoint alone, generates `num_gen` slices, and compares their
 Inception-v3 features (the TF weights of the official FID tools, offline) with the run's real
-slices from its manifest: FID, KID x 10^3 and precision/recall (k=3); the real-vs-real floor
-(training slices vs held-out subjects' slices); per class for conditional models. Prints a
-table and writes <run>/eval/metrics.json with every setting needed to compare numbers. Real
+slices from its manifest: FID, KID x 10^3, precision/recall (k=3) and density/coverage (k=5); and
+diversity, the mean MS-SSIM over random pairs of generated slices beside the same over pairs of
+the real slices (higher generated MS-SSIM = less varied, mode collapse). Also the real-vs-real
+floor (training slices vs held-out subjects' slices) and per class for conditional models. Prints
+a table and writes <run>/eval/metrics.json with every setting needed to compare numbers. Real
 features are cached, keyed by the files, resolution, fit policy and extractor hash.
 """
 
@@ -18,6 +20,7 @@ from typing import Any, cast
 
 import hydra
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import cli
@@ -25,12 +28,22 @@ from .checkpoint import load_generator, read_info
 from .confdir import CONF_DIR
 from .experiment.finetune import describe_init
 from .experiment.resume import resolve_ckpt
+from .metrics.density_coverage import density_coverage
 from .metrics.features import extract_features
 from .metrics.fid import fid_from_features
 from .metrics.inception import InceptionFeatures
 from .metrics.kid import kernel_inception_distance
+from .metrics.ms_ssim import (
+    UINT8_RANGE,
+    Diversity,
+    ms_ssim_scales,
+    ms_ssim_sigma,
+    pair_plan,
+    plan_diversity,
+    plan_indices,
+)
 from .metrics.precision_recall import precision_recall
-from .metrics.sources import generated_batches, real_set, sample_labels
+from .metrics.sources import generated_batches, keeping, real_set, sample_labels
 from .reporting.environment import device_info, versions
 from .utils.device import resolve_device
 from .utils.errors import UsageError
@@ -49,19 +62,33 @@ PACKAGES = (
 )
 
 
-def _metrics(real: np.ndarray, fake: np.ndarray, k: int, kid_subsets: int, seed: int) -> dict:
+def _metrics(
+    real: np.ndarray,
+    fake: np.ndarray,
+    k: int,
+    kid_subsets: int,
+    seed: int,
+    dc_k: int,
+    diversity: tuple[Diversity | None, Diversity | None] = (None, None),  # (generated, real) MS-SSIM
+) -> dict:
     kid = kernel_inception_distance(real, fake, num_subsets=kid_subsets, seed=seed)
-    # Precision/recall needs more than k points per set to define the k-NN balls.
+    # Precision/recall needs more than k points per set to define the k-NN balls; density/coverage
+    # more than dc_k real points (its balls are around real points only).
     pr = precision_recall(real, fake, k=k) if min(len(real), len(fake)) > k else None
-    return {
+    dc = density_coverage(real, fake, k=dc_k) if len(real) > dc_k and len(fake) > 0 else None
+    block: dict[str, Any] = {
         "fid": fid_from_features(real, fake),
         "kid_x1e3": kid.mean * 1e3,
         "kid_x1e3_std": kid.std * 1e3,
         "precision": pr.precision if pr else float("nan"),
         "recall": pr.recall if pr else float("nan"),
-        "num_real": int(len(real)),
-        "num_gen": int(len(fake)),
+        "density": dc.density if dc else float("nan"),
+        "coverage": dc.coverage if dc else float("nan"),
     }
+    for side, div in zip(("gen", "real"), diversity):
+        if div is not None:
+            block |= {f"ms_ssim_{side}": div.mean, f"ms_ssim_{side}_std": div.std, f"ms_ssim_pairs_{side}": div.pairs}
+    return block | {"num_real": int(len(real)), "num_gen": int(len(fake))}
 
 
 def evaluate(
@@ -77,7 +104,10 @@ def evaluate(
     device: str = "auto",
     extractor: str | None = None,  # TorchScript extractor file; None = the bundled TF Inception-v3
     pr_k: int = 3,
+    dc_k: int = 5,  # density/coverage neighbourhood size
     kid_subsets: int = 100,
+    diversity: bool = True,  # MS-SSIM over random pairs of generated and of real slices
+    ms_ssim_pairs: int = 1000,  # pairs per set (and per class) at most; disjoint, so also <= n // 2
     cache_dir: str | None = None,  # caches of real features and decoded slices
     out: str | Path | None = None,  # folder of metrics.json; None = <run>/eval
     progress: bool = True,
@@ -93,25 +123,50 @@ def evaluate(
     net = InceptionFeatures(extractor, batch_size=batch_size).to(dev)
     G = load_generator(ckpt).to(dev)
 
+    by_class = per_class and G.c_dim > 0
+    no_div: dict[int | None, Diversity] = {}
+
     def real_features(which: str):
+        """(features, labels, cached, MS-SSIM per pair plan key); the decoded images are not kept."""
         found = real_set(
             info.run, which, info.splits, info.resolution, info.fit, net, cache, batch_size, progress, info.channels
         )
-        return (None, None, None) if found is None else (found["features"], found["labels"], found["cached"])
+        if found is None:
+            return None, None, None, no_div
+        div = (
+            plan_diversity(found["images"], pair_plan(found["labels"], ms_ssim_pairs, seed, by_class), device=dev)
+            if diversity
+            else no_div
+        )
+        return found["features"], found["labels"], found["cached"], div
 
-    real_feat, real_lab, real_cached = real_features(real)
+    real_feat, real_lab, real_cached, real_div = real_features(real)
     if real_feat is None:
         raise UsageError(f"eval.real={real}: the run's manifest lists fewer than 2 such slices")
     num_classes = len(class_names) if G.c_dim > 0 else 1
     gen_lab = sample_labels(real_lab, num_gen, num_classes, seed)
+    # Diversity needs the generated images of its pairs only: those are kept as the batches stream by.
+    gen_plan = pair_plan(gen_lab, ms_ssim_pairs, seed, by_class) if diversity else {}
+    gen_rows = plan_indices(gen_plan)
+    gen_kept: list[torch.Tensor] = []  # the images at gen_rows, batch by batch
+    batches = generated_batches(G, gen_lab, batch_size, seed, truncation_psi, dev)
     fake_feat = extract_features(
         net,
-        generated_batches(G, gen_lab, batch_size, seed, truncation_psi, dev),
+        keeping(batches, gen_rows, gen_kept) if diversity else batches,
         progress=progress,
         desc="generated",
         total=num_gen,
     )
-    result: dict[str, Any] = {"metrics": _metrics(real_feat, fake_feat, pr_k, kid_subsets, seed)}
+    gen_div = (
+        plan_diversity(torch.cat(gen_kept) if gen_kept else torch.zeros(0), gen_plan, gen_rows, device=dev)
+        if diversity
+        else no_div
+    )
+    result: dict[str, Any] = {
+        "metrics": _metrics(
+            real_feat, fake_feat, pr_k, kid_subsets, seed, dc_k, (gen_div.get(None), real_div.get(None))
+        )
+    }
     if per_class and G.c_dim > 0:
         result["per_class"] = {}
         for k, name in enumerate(class_names):
@@ -124,12 +179,23 @@ def evaluate(
                 )
                 continue
             result["per_class"][name] = _metrics(
-                real_feat[(real_lab == k).numpy()], fake_feat[(gen_lab == k).numpy()], pr_k, kid_subsets, seed
+                real_feat[(real_lab == k).numpy()],
+                fake_feat[(gen_lab == k).numpy()],
+                pr_k,
+                kid_subsets,
+                seed,
+                dc_k,
+                (gen_div.get(k), real_div.get(k)),
             )
     if floor:
-        train_feat, _, _ = real_features("train") if real != "train" else (real_feat, None, None)
-        held_feat, _, _ = real_features("heldout")
-        result["floor"] = _metrics(train_feat, held_feat, pr_k, kid_subsets, seed) if held_feat is not None else None
+        train_feat, _, _, train_div = real_features("train") if real != "train" else (real_feat, None, None, real_div)
+        held_feat, _, _, held_div = real_features("heldout")
+        result["floor"] = (
+            _metrics(train_feat, held_feat, pr_k, kid_subsets, seed, dc_k, (held_div.get(None), train_div.get(None)))
+            if held_feat is not None
+            else None
+        )
+    scales, kernel = ms_ssim_scales(info.resolution)
     result["settings"] = {
         "checkpoint": str(ckpt.resolve()),
         "kimg": info.kimg,
@@ -145,7 +211,16 @@ def evaluate(
         "seed": seed,
         "extractor": str(net.path),
         "extractor_sha256": net.sha256,
-        "features": "Inception-v3 pool3, 2048-d (FID, KID and precision/recall alike)",
+        "features": "Inception-v3 pool3, 2048-d (FID, KID, precision/recall and density/coverage alike)",
+        "pr_k": pr_k,
+        "dc_k": dc_k,
+        "diversity": diversity,
+        # MS-SSIM: torchmetrics, Gaussian window, relu-normalized (values in [0, 1]), on uint8 levels
+        "ms_ssim_pairs": ms_ssim_pairs,  # requested per set; ms_ssim_pairs_gen/_real in each block: drawn
+        "ms_ssim_scales": scales,
+        "ms_ssim_kernel": kernel,
+        "ms_ssim_sigma": ms_ssim_sigma(kernel),
+        "ms_ssim_data_range": UINT8_RANGE,
         "img_channels": info.channels,
         "device": str(dev),
         "device_info": device_info(dev),
@@ -160,19 +235,38 @@ def evaluate(
     return result
 
 
+def _cell(m: dict, key: str) -> str:
+    """A 6-wide value, '-' where the block has none (diversity off, or an older metrics.json)."""
+    return f"{m[key]:6.3f}" if key in m else f"{'-':>6s}"
+
+
 def format_table(result: dict) -> str:
     """The printed summary: one row per metric set."""
     rows = [("generated vs " + result["settings"]["real"], result["metrics"])]
     rows += [(f"  class {name}", m) for name, m in (result.get("per_class") or {}).items()]
     if result.get("floor"):
         rows.append(("floor: train vs held-out", result["floor"]))
-    lines = [f"{'':28s} {'FID':>9s} {'KIDx1e3':>9s} {'prec':>6s} {'recall':>6s} {'n_real':>7s} {'n_gen':>7s}"]
+    s = result["settings"]
+    lines = [
+        f"{'':28s} {'FID':>9s} {'KIDx1e3':>9s} {'prec':>6s} {'recall':>6s} {'dens':>6s} {'cover':>6s} "
+        f"{'MSSSIM':>6s} {'(real)':>6s} {'n_real':>7s} {'n_gen':>7s}"
+    ]
     for name, m in rows:
         lines.append(
             f"{name:28s} {m['fid']:9.3f} {m['kid_x1e3']:9.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
+            f"{_cell(m, 'density')} {_cell(m, 'coverage')} {_cell(m, 'ms_ssim_gen')} {_cell(m, 'ms_ssim_real')} "
             f"{m['num_real']:7d} {m['num_gen']:7d}"
         )
-    s = result["settings"]
+    lines.append(
+        f"prec/recall k={s.get('pr_k', '?')}, density/coverage k={s.get('dc_k', '?')}"
+        + (
+            f"; MS-SSIM (generated | real pairs; higher = less diverse) over up to {s['ms_ssim_pairs']} pairs "
+            f"(overall: {result['metrics'].get('ms_ssim_pairs_gen', 0)} | {result['metrics'].get('ms_ssim_pairs_real', 0)}), "
+            f"{s['ms_ssim_scales']} scales, {s['ms_ssim_kernel']}px window"
+            if s.get("diversity")
+            else "; no MS-SSIM (diversity=false)"
+        )
+    )
     started = describe_init(s.get("init"))
     if started:
         lines.append(started)
