@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 
 import pytest
@@ -18,6 +19,7 @@ NUM_GEN = 32  # > pr_k per class even for the smaller class; Inception on CPU do
 METRIC_KEYS = ("fid", "kid_x1e3", "kid_x1e3_std", "precision", "recall", "density", "coverage")
 MS_SSIM_KEYS = ("ms_ssim_gen", "ms_ssim_real", "ms_ssim_gen_std", "ms_ssim_real_std")
 DC_K = 3  # density/coverage needs more than dc_k real slices per class: the smaller test class has 5
+UTILITY_PER_CLASS = 16  # generated slices per class for the utility classifier (its steps: 20)
 
 
 def _count_on_disk(base, split: str) -> dict[str, int]:
@@ -56,7 +58,10 @@ def test_make_eval_on_a_conditional_checkpoint_writes_per_class_metrics(tmp_path
     assert info.class_names == list(CLASSES)
 
     cache = tmp_path / "cache"
-    args = f"num_gen={NUM_GEN} batch_size=32 kid_subsets=10 dc_k={DC_K} real=test progress=false cache_dir={cache}"
+    args = (
+        f"num_gen={NUM_GEN} batch_size=32 kid_subsets=10 dc_k={DC_K} real=test progress=false cache_dir={cache} "
+        f"utility=true utility_per_class={UTILITY_PER_CLASS} utility_steps=20"
+    )
     proc = subprocess.run(
         ["make", "-s", "eval", f"CKPT={ckpt}", f"ARGS={args}"], cwd=REPO, capture_output=True, text=True, timeout=600
     )
@@ -91,3 +96,55 @@ def test_make_eval_on_a_conditional_checkpoint_writes_per_class_metrics(tmp_path
     assert per_class["AD"]["fid"] != per_class["NC"]["fid"]
     assert all(per_class[cls]["fid"] != metrics["metrics"]["fid"] for cls in CLASSES)
     assert per_class["AD"]["ms_ssim_real"] != per_class["NC"]["ms_ssim_real"]  # each class's own pairs
+
+    # Utility: trained on generated, real and both; tested on the held-out subjects (one per class here).
+    u = metrics["utility"]
+    assert u["test"] == {"subjects": 2, "slices": total, "slices_per_class": [test_counts[c] for c in CLASSES]}
+    assert u["generated_per_class"] == UTILITY_PER_CLASS
+    slices = {name: r["slices"] for name, r in u["train_on"].items()}
+    real_train = sum(train_counts.values())
+    assert slices == {"generated": 2 * UTILITY_PER_CLASS, "real": real_train, "real+generated": real_train + 32}
+    for name, r in u["train_on"].items():
+        assert all(0.0 <= r[k] <= 1.0 for k in ("accuracy", "balanced_accuracy", "auc")), name
+    assert "utility: tested on" in proc.stdout and "real+generated" in proc.stdout
+
+    # TensorBoard: the numbers at the checkpoint's step, and columns of the run's HPARAMS tab.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    assert s["tensorboard"] == [
+        "Eval/fid",
+        "Eval/kid_x1e3",
+        "Eval/precision",
+        "Eval/recall",
+        "Eval/density",
+        "Eval/coverage",
+    ]
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("Eval/fid")] == [(8, pytest.approx(metrics["metrics"]["fid"]))]
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    columns = {m.name.tag for m in HParamsPluginData.FromString(content).experiment.metric_infos}
+    assert {"Eval/fid", "Eval/coverage", "Loss/G"} <= columns
+
+
+@pytest.mark.slow
+def test_utility_is_refused_in_one_line_without_classes_or_with_one_held_out_class(
+    tiny_demo_run, tiny_adni_run, tmp_path
+):
+    from braingan.eval import evaluate
+    from braingan.utils.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"utility=true needs a conditional model"):
+        evaluate(tiny_demo_run / "checkpoints" / "last.ckpt", utility=True, out=tmp_path, progress=False)
+    run = tmp_path / "one_class"  # a copy whose manifest holds AD subjects only among the held-out ones
+    shutil.copytree(tiny_adni_run, run)
+    manifest = (run / "manifest.csv").read_text().splitlines()
+    header, rows = manifest[0], manifest[1:]
+    split, cls = header.split(",").index("split"), header.split(",").index("class")
+    kept = [r for r in rows if r.split(",")[split] == "train" or r.split(",")[cls] == "AD"]
+    (run / "manifest.csv").write_text("\n".join([header, *kept]) + "\n")
+    with pytest.raises(UsageError, match=r"held-out subjects have only class AD") as error:
+        evaluate(run / "checkpoints" / "last.ckpt", utility=True, out=tmp_path, progress=False)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "metrics.json").exists()  # refused before any work

@@ -28,6 +28,7 @@ from .checkpoint import load_generator, read_info
 from .confdir import CONF_DIR
 from .experiment.finetune import describe_init
 from .experiment.resume import resolve_ckpt
+from .experiment.run import hparams_metric_tags
 from .metrics.density_coverage import density_coverage
 from .metrics.features import extract_features
 from .metrics.fid import fid_from_features
@@ -43,8 +44,18 @@ from .metrics.ms_ssim import (
     plan_indices,
 )
 from .metrics.precision_recall import precision_recall
-from .metrics.sources import generated_batches, keeping, real_set, sample_labels
+from .metrics.sources import (
+    decoded_slices,
+    generated_batches,
+    keeping,
+    real_images,
+    real_records,
+    real_set,
+    sample_labels,
+)
+from .metrics.utility import UtilityOptions, utility_study
 from .reporting.environment import device_info, versions
+from .reporting.tensorboard import write_eval_scalars
 from .utils.device import resolve_device
 from .utils.errors import UsageError
 from .utils.io import atomic_path
@@ -111,6 +122,10 @@ def evaluate(
     cache_dir: str | None = None,  # caches of real features and decoded slices
     out: str | Path | None = None,  # folder of metrics.json; None = <run>/eval
     progress: bool = True,
+    utility: bool = False,  # conditional models: train-on-generated / real / both, test on held-out subjects
+    utility_per_class: int = 500,  # generated slices per class for the utility classifier
+    utility_steps: int = 600,  # its optimizer steps
+    tensorboard: bool = True,  # the metrics also into the run's tb/ (Eval/* scalars, HPARAMS columns)
 ) -> dict:
     """Computes the metrics, writes metrics.json and returns its content (keyword arguments: conf/eval.yaml's keys)."""
     started = time.perf_counter()
@@ -120,6 +135,7 @@ def evaluate(
     class_names = info.class_names
     cache = Path(cache_dir).expanduser() if cache_dir else None
 
+    held_out = check_utility(info, info.net.c_dim) if utility else None  # refused before any work
     net = InceptionFeatures(extractor, batch_size=batch_size).to(dev)
     G = load_generator(ckpt).to(dev)
 
@@ -195,6 +211,10 @@ def evaluate(
             if held_feat is not None
             else None
         )
+    if held_out is not None:
+        result["utility"] = utility_result(
+            G, info, held_out, utility_per_class, utility_steps, seed, truncation_psi, batch_size, cache, dev, progress
+        )
     scales, kernel = ms_ssim_scales(info.resolution)
     result["settings"] = {
         "checkpoint": str(ckpt.resolve()),
@@ -227,12 +247,58 @@ def evaluate(
         "versions": versions(PACKAGES),
         "seconds": round(time.perf_counter() - started, 2),
     }
+    if tensorboard and out is None and info.run.tb.is_dir():  # the run's own evaluation: its HPARAMS tab shows it
+        settings = info.run_config or {}
+        result["settings"]["tensorboard"] = write_eval_scalars(
+            info.run.tb, info.cur_nimg, result["metrics"], settings or None, hparams_metric_tags(settings)
+        )
     metrics_json = Path(out) / info.run.metrics.name if out else info.run.metrics  # <run>/eval/metrics.json
     metrics_json.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(metrics_json) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     result["settings"]["metrics_json"] = str(metrics_json)
     return result
+
+
+def check_utility(info, c_dim: int) -> list:
+    """utility=true's held-out slices (manifest records); one line when the study cannot be made."""
+    if c_dim == 0:
+        raise UsageError("utility=true needs a conditional model (classes to tell apart); this one is unconditional")
+    records = real_records(info.run, "heldout", info.splits)
+    classes = sorted({r.class_name or str(r.label) for r in records})
+    if len(classes) < 2:
+        what = f"only class {classes[0]}" if classes else "no slices"
+        raise UsageError(
+            f"utility=true: the run's held-out subjects have {what}; the classifier's test needs two classes or more"
+        )
+    return records
+
+
+def utility_result(
+    G, info, held_out: list, per_class: int, steps: int, seed: int, psi: float, batch_size: int, cache, dev, progress
+) -> dict:
+    """The utility study (metrics/utility.py) on N generated slices per class, the real training slices and the held-out subjects."""
+    if per_class < 1 or steps < 1:
+        raise UsageError(f"utility_per_class={per_class} and utility_steps={steps} must be whole numbers >= 1")
+    k = G.c_dim
+    labels = torch.arange(k).repeat_interleave(per_class)
+    generated = torch.cat(list(generated_batches(G, labels, batch_size, seed + 2, psi, dev)))
+    cache_dir = str(cache / "slices") if cache else None
+    train_x, train_y = real_images(
+        real_records(info.run, "train", info.splits), info.resolution, info.fit, cache_dir, progress, info.channels
+    )
+    test_x, test_y, kept = decoded_slices(held_out, info.resolution, info.fit, cache_dir, progress, info.channels)
+    study = utility_study(
+        (generated, labels),
+        (train_x, train_y),
+        (test_x, test_y, [r.subject for r in kept]),
+        k,
+        UtilityOptions(steps=steps, seed=seed),
+        dev,
+        progress,
+    )
+    study["generated_per_class"] = per_class
+    return study
 
 
 def _cell(m: dict, key: str) -> str:
@@ -267,6 +333,18 @@ def format_table(result: dict) -> str:
             else "; no MS-SSIM (diversity=false)"
         )
     )
+    if result.get("utility"):
+        u = result["utility"]
+        t = u["test"]
+        lines.append(
+            f"utility: tested on {t['slices']} held-out slices of {t['subjects']} subjects "
+            f"(per class {', '.join(map(str, t['slices_per_class']))}); trained on"
+        )
+        for name, r in u["train_on"].items():
+            lines.append(
+                f"  {name:26s} {r['slices']:6d} slices: accuracy {r['accuracy']:.3f}, balanced "
+                f"{r['balanced_accuracy']:.3f}, AUC {r['auc']:.3f}"
+            )
     started = describe_init(s.get("init"))
     if started:
         lines.append(started)

@@ -60,10 +60,23 @@ def real_images(
     img_channels: int = 1,  # the model's image channels
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 [N, C, R, R], labels [N]) decoded exactly like the training data."""
+    images, labels, _ = decoded_slices(records, resolution, fit, cache_dir, progress, img_channels)
+    return images, labels
+
+
+def decoded_slices(
+    records: Sequence[SliceRecord],
+    resolution: int,
+    fit: str,
+    cache_dir: str | None,
+    progress: bool = True,
+    img_channels: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, list[SliceRecord]]:
+    """`real_images` plus the records of the images (unreadable slices are left out of all three)."""
     data = SliceDataset(
         records, resolution, img_channels, fit=fit, cache_dir=cache_dir, skip_bad=True, progress=progress
     )
-    return torch.from_numpy(np.array(data.images)), data.labels  # a copy: the cache is mapped read-only
+    return torch.from_numpy(np.array(data.images)), data.labels, list(data.records)  # a copy: the cache is read-only
 
 
 def generated_batches(

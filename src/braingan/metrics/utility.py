@@ -16,7 +16,8 @@ same machine and the caller's random state is left alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -121,3 +122,39 @@ def scores(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str, float
         "balanced_accuracy": float(np.mean(recalls)),
         "auc": auc,
     }
+
+
+def utility_study(
+    generated: tuple[torch.Tensor, torch.Tensor],  # uint8 [M, C, R, R], labels [M]: N per class from G
+    real_train: tuple[torch.Tensor, torch.Tensor],  # the real training slices and labels
+    test: tuple[torch.Tensor, torch.Tensor, Sequence[str]],  # the real held-out slices, labels, their subjects
+    classes: int,  # K
+    opt: UtilityOptions | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """The same classifier trained on generated, real, and real + generated slices, each tested on `test`.
+
+    Returns {"test": {"subjects", "slices", "slices_per_class"}, "train_on": {name: {"slices", accuracy,
+    balanced_accuracy, auc}}, "options": ...}; the test set's subjects never appear in training.
+    """
+    opt = opt or UtilityOptions()
+    test_x, test_y, subjects = test
+    sets = {
+        "generated": generated,
+        "real": real_train,
+        "real+generated": (torch.cat([real_train[0], generated[0]]), torch.cat([real_train[1], generated[1]])),
+    }
+    out: dict = {
+        "test": {
+            "subjects": len(set(subjects)),
+            "slices": len(test_y),
+            "slices_per_class": [int((test_y == k).sum()) for k in range(classes)],
+        },
+        "train_on": {},
+        "options": asdict(opt),
+    }
+    for name, (x, y) in sets.items():
+        model = train_classifier(x, y, classes, opt, device, desc=f"utility: train on {name}" if progress else None)
+        out["train_on"][name] = {"slices": len(y), **scores(predict(model, test_x), test_y)}
+    return out
