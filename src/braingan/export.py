@@ -263,14 +263,11 @@ def write_torchscript(G: Generator, path: Path, tolerance: float = TOLERANCE, ch
     }
 
 
-EXPORT_DIR = "export"  # the default export folder in a run folder: <run>/export
-
-
 def default_out(ckpt: str | os.PathLike) -> Path:
     """<run>/export of the checkpoint's run (<run>/checkpoints/x.ckpt), or export/ beside a loose file."""
     from .rundir import RunDir
 
-    return RunDir.of_checkpoint(ckpt).path / EXPORT_DIR
+    return RunDir.of_checkpoint(ckpt).export
 
 
 def write_export(

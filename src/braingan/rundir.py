@@ -153,6 +153,11 @@ class RunDir:
         return self.path / "generate"
 
     @property
+    def export(self) -> Path:
+        """export/: what `make export` writes by default (the generator to share)."""
+        return self.path / "export"
+
+    @property
     def project(self) -> Path:
         """project/: what `make project` writes by default (projections of real slices)."""
         return self.path / "project"
