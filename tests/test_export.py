@@ -168,7 +168,7 @@ def test_the_model_card_holds_the_runs_numbers_or_says_not_evaluated(
 
     run = shutil.copytree(tiny_demo_run, tmp_path / "run")  # the shared run stays as it is
     ckpt = ckpt_of(run)
-    (run / "eval").mkdir()
+    (run / "eval").mkdir(exist_ok=True)  # the shared run may hold make eval's folder (tests/test_eval.py)
     metric = {"fid": 123.456, "kid_x1e3": 78.9, "kid_x1e3_std": 1.25, "precision": 0.512, "recall": 0.0625}
     floor = {"fid": 45.678, "kid_x1e3": 3.21, "kid_x1e3_std": 0.5, "precision": 0.75, "recall": 0.875}
     (run / "eval" / "metrics.json").write_text(
