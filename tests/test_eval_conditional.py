@@ -137,6 +137,8 @@ def test_utility_is_refused_in_one_line_without_classes_or_with_one_held_out_cla
 
     with pytest.raises(UsageError, match=r"utility=true needs a conditional model"):
         evaluate(tiny_demo_run / "checkpoints" / "last.ckpt", utility=True, out=tmp_path, progress=False)
+    with pytest.raises(UsageError, match=r"utility_per_class=0 and utility_steps=600 must be whole numbers >= 1"):
+        evaluate(tiny_adni_run / "checkpoints" / "last.ckpt", utility=True, utility_per_class=0, out=tmp_path)
     run = tmp_path / "one_class"  # a copy whose manifest holds AD subjects only among the held-out ones
     shutil.copytree(tiny_adni_run, run)
     manifest = (run / "manifest.csv").read_text().splitlines()

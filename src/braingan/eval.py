@@ -52,6 +52,7 @@ from .metrics.sources import (
     real_records,
     real_set,
     sample_labels,
+    slice_cache,
 )
 from .metrics.utility import UtilityOptions, utility_study
 from .reporting.environment import device_info, versions
@@ -135,7 +136,8 @@ def evaluate(
     class_names = info.class_names
     cache = Path(cache_dir).expanduser() if cache_dir else None
 
-    held_out = check_utility(info, info.net.c_dim) if utility else None  # refused before any work
+    # refused before any work
+    held_out = check_utility(info, info.net.c_dim, utility_per_class, utility_steps) if utility else None
     net = InceptionFeatures(extractor, batch_size=batch_size).to(dev)
     G = load_generator(ckpt).to(dev)
 
@@ -260,8 +262,10 @@ def evaluate(
     return result
 
 
-def check_utility(info, c_dim: int) -> list:
+def check_utility(info, c_dim: int, per_class: int, steps: int) -> list:
     """utility=true's held-out slices (manifest records); one line when the study cannot be made."""
+    if per_class < 1 or steps < 1:
+        raise UsageError(f"utility_per_class={per_class} and utility_steps={steps} must be whole numbers >= 1")
     if c_dim == 0:
         raise UsageError("utility=true needs a conditional model (classes to tell apart); this one is unconditional")
     records = real_records(info.run, "heldout", info.splits)
@@ -278,12 +282,10 @@ def utility_result(
     G, info, held_out: list, per_class: int, steps: int, seed: int, psi: float, batch_size: int, cache, dev, progress
 ) -> dict:
     """The utility study (metrics/utility.py) on N generated slices per class, the real training slices and the held-out subjects."""
-    if per_class < 1 or steps < 1:
-        raise UsageError(f"utility_per_class={per_class} and utility_steps={steps} must be whole numbers >= 1")
     k = G.c_dim
     labels = torch.arange(k).repeat_interleave(per_class)
     generated = torch.cat(list(generated_batches(G, labels, batch_size, seed + 2, psi, dev)))
-    cache_dir = str(cache / "slices") if cache else None
+    cache_dir = slice_cache(cache)
     train_x, train_y = real_images(
         real_records(info.run, "train", info.splits), info.resolution, info.fit, cache_dir, progress, info.channels
     )

@@ -21,7 +21,6 @@ The weights are written and read by the `safetensors` package (requirements.txt)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -34,6 +33,7 @@ import torch
 from .nn.config import NetworkConfig
 from .nn.synthesis import Generator
 from .utils.errors import MissingFileError, UsageError
+from .utils.io import file_digest
 
 FORMAT = "braingan-export"  # config.json's "format": what marks a folder as an export
 FORMAT_VERSION = 1  # written into config.json; a folder of a newer version is refused
@@ -107,14 +107,6 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ExportError(f"{Path(path).name} is not a readable safetensors file ({error})") from None
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Reading
 
@@ -168,7 +160,7 @@ def read_export_info(folder: str | os.PathLike, setting: str = "ckpt") -> Export
         path = folder / name
         if not path.is_file():
             raise ExportError(f"{where}: {name} is missing (config.json lists it)")
-        if sha256(path) != digest:
+        if file_digest(path) != digest:
             raise ExportError(f"{where}: {name} was altered (its SHA-256 differs from config.json's)")
     network = config.get("network") or {}
     net_dict = dict(network.get("config") or {})
@@ -320,7 +312,7 @@ def write_export(
     card = model_card(info, config, G)
     (folder / CARD).write_text(card)
     names = [WEIGHTS, CARD] + ([TORCHSCRIPT] if record else [])
-    config["files"] = {name: sha256(folder / name) for name in names}
+    config["files"] = {name: file_digest(folder / name) for name in names}
     tmp = folder / (CONFIG + ".tmp")
     tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
     tmp.replace(folder / CONFIG)

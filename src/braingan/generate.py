@@ -283,6 +283,11 @@ def pca_2d(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ((x - mean) @ pcs.T).numpy(), ratio, torch.cat([mean[None], pcs]).numpy()
 
 
+def in_pca(x: torch.Tensor, basis: np.ndarray) -> np.ndarray:
+    """[M, D] float64 -> [M, 2]: points in the plane of pca_2d's basis (its mean and components [3, D])."""
+    return ((x - torch.from_numpy(basis[0])) @ torch.from_numpy(basis[1:]).T).numpy()
+
+
 def umap_available() -> bool:
     try:
         import umap  # noqa: F401
@@ -316,7 +321,7 @@ def write_embedding(
     centers = None
     if r.G.c_dim > 0:  # each class's tracked w average, projected the same way
         avg = r.G.mapping.w_avg_class[order].cpu().double()
-        centers = ((avg - torch.from_numpy(basis[0])) @ torch.from_numpy(basis[1:]).T).numpy()
+        centers = in_pca(avg, basis)
     arrays: dict[str, Any] = {
         "w": w.numpy(),
         "labels": labels,
@@ -336,7 +341,7 @@ def write_embedding(
             log.info("embedding: %d projected slices of classes not rendered here are left out", int((~keep).sum()))
         real_w, real_labels = real_w[torch.from_numpy(keep)], real_labels[keep]
         real_codes = np.asarray([order.index(max(k, 0)) for k in real_labels], dtype=int)
-        real_points = ((real_w - torch.from_numpy(basis[0])) @ torch.from_numpy(basis[1:]).T).numpy()
+        real_points = in_pca(real_w, basis)
         arrays.update(
             projected_w=real_w.numpy(),
             projected_labels=real_labels,

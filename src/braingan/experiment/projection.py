@@ -53,6 +53,7 @@ from ..utils.errors import MissingFileError, UsageError
 from ..utils.images import save_image, to_uint8
 from ..utils.io import atomic_path
 from .resume import resolve_ckpt
+from .settings import flatten
 
 COLUMNS = ("image", "subject", "slice", "class", "mode", "psnr", "ssim", "loss", "start_loss", "steps", "seconds")
 MEAN_COLUMNS = ("psnr", "ssim", "loss", "start_loss", "seconds")
@@ -250,8 +251,10 @@ def check_folder_settings(folder: Path, settings: dict) -> None:
     record = folder / SETTINGS_FILE
     if record.is_file():
         saved = json.loads(record.read_text())
-        flat_saved, flat_now = _flat(saved), _flat(settings)
-        diff = [f"{k}: {flat_saved.get(k)} -> {v}" for k, v in flat_now.items() if flat_saved.get(k) != v]
+        flat_saved, flat_now = flatten(saved), flatten(settings)
+        diff = [
+            f"{k.replace('/', '.')}: {flat_saved.get(k)} -> {v}" for k, v in flat_now.items() if flat_saved.get(k) != v
+        ]
         if diff:
             raise UsageError(
                 f"{folder} holds projections made with other settings ({'; '.join(diff[:4])}); its images would be "
@@ -261,13 +264,6 @@ def check_folder_settings(folder: Path, settings: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(record) as tmp:
         tmp.write_text(json.dumps(settings, indent=2) + "\n")
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 def read_projected(folder: str | Path, ckpt: str | Path | None = None) -> tuple[torch.Tensor, np.ndarray, list[str]]:

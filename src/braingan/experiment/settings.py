@@ -222,15 +222,16 @@ def check_settings(cfg: DictConfig, processes: int) -> None:
 
 def flat_settings(cfg: DictConfig) -> dict:
     """The resolved config as {'a/b/c': scalar}: what checkpoints store as the run's settings."""
-    return _flatten(_plain(cfg))
+    return flatten(_plain(cfg))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested dict as {'a/b/c': scalar}; values other than int, float, str and bool as their str()."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "/"))
+            out.update(flatten(v, key + "/"))
         else:
             out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
     return out

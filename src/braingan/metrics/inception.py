@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.util
 import os
 import warnings
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..utils.io import file_digest
 
 INCEPTION_SIZE = 299  # side of the network input in pixels
 INPUT_RANGE = (-1.0, 0.9921875)  # network input range: x / 128 - 1 for x in [0, 255]
@@ -61,11 +62,7 @@ def default_extractor_path() -> Path:
 
 @functools.lru_cache(maxsize=16)
 def _sha256_of(path: str, mtime_ns: int, size: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, HASH_CHUNK)  # (mtime, size) only key the cache
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -51,6 +51,11 @@ def real_records(
     return [r for r in records if r.split == which]
 
 
+def slice_cache(cache: Path | None) -> str | None:
+    """The decoded-slice cache folder below a cache root (<cache>/slices); None without a cache."""
+    return str(cache / "slices") if cache else None
+
+
 def real_images(
     records: Sequence[SliceRecord],  # the slices
     resolution: int,  # model side R
@@ -132,9 +137,7 @@ def real_set(
     records = real_records(run_dir, which, train_splits)
     if len(records) < 2:
         return None
-    images, labels = real_images(
-        records, resolution, fit, str(cache / "slices") if cache else None, progress, img_channels
-    )
+    images, labels = real_images(records, resolution, fit, slice_cache(cache), progress, img_channels)
 
     def compute() -> np.ndarray:
         return extract_features(extractor, images, batch_size, progress=progress, desc=f"real {which}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import tempfile
@@ -95,6 +96,15 @@ def kimg_tag(kimg: float, every_kimg: float | None = None) -> str:
     if not fractional and abs(kimg - round(kimg)) < 1e-9:
         return f"{int(round(kimg)):06d}"
     return f"{kimg:010.3f}"
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read `chunk` bytes at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def update_with_files(digest, paths: Iterable[str | os.PathLike]) -> None:
