@@ -15,7 +15,9 @@ from braingan.experiment.run import train
 from helpers.runs import REPO, compose, tiny_overrides
 
 
-@pytest.mark.parametrize("tool,function,not_settings", [("eval", "evaluate", set()), ("audit", "audit", {"generator"})])
+@pytest.mark.parametrize(
+    "tool,function,not_settings", [("eval", "evaluate", {"demo_root"}), ("audit", "audit", {"generator"})]
+)
 def test_every_setting_of_the_tool_is_a_keyword_argument_of_its_function(tool, function, not_settings):
     """The entry points pass conf/<tool>.yaml's keys as keyword arguments: config and function cannot drift apart."""
     import importlib

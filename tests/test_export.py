@@ -28,7 +28,10 @@ from braingan.export import (
     save_tensors,
     write_export,
 )
+from braingan.data.manifest import read_manifest
 from helpers.runs import REPO, one_line_exit
+
+MANIFEST = "manifest.csv"
 
 
 def ckpt_of(run: Path) -> Path:
@@ -82,7 +85,7 @@ def test_safetensors_files_round_trip_every_dtype_and_a_broken_one_is_one_line(t
 def test_an_export_renders_the_checkpoints_images_bit_for_bit(tiny_adni_run: Path, tmp_path: Path) -> None:
     ckpt = ckpt_of(tiny_adni_run)
     info = write_export(ckpt, tmp_path / "export")
-    assert sorted(p.name for p in info.folder.iterdir()) == sorted([WEIGHTS, CONFIG, CARD])
+    assert sorted(p.name for p in info.folder.iterdir()) == sorted([WEIGHTS, CONFIG, CARD, MANIFEST])
     assert info.class_names == ["AD", "NC"] and info.geometry_dict == {
         "resolution": 32,
         "width": 256,
@@ -91,7 +94,12 @@ def test_an_export_renders_the_checkpoints_images_bit_for_bit(tiny_adni_run: Pat
     }
     config = json.loads((info.folder / CONFIG).read_text())
     assert config["source"]["checkpoint"] == str(ckpt.resolve()) and config["source"]["kimg"] == 0.008
-    assert set(config["files"]) == {WEIGHTS, CARD} and config["init"] is None
+    assert set(config["files"]) == {WEIGHTS, CARD, MANIFEST} and config["init"] is None
+    root = tiny_adni_run.parent / "ADNI" / "AD_NC"
+    assert config["data"] == {"dataset": "adni", "layout": "adni", "root": str(root), "splits": ["train"], "fit": "pad"}
+    # the run's manifest, its paths relative to the data set's folder (the same rows read back below it)
+    assert read_manifest(info.folder / MANIFEST, root) == read_manifest(tiny_adni_run / MANIFEST)
+    assert not any(Path(r.path).is_absolute() for r in read_manifest(info.folder / MANIFEST))
     kwargs = dict(what=["images"], seeds="0-2", device="cpu", progress=False)
     from_ckpt = generate_module.generate(ckpt=ckpt, out=tmp_path / "a", **kwargs)
     from_export = generate_module.generate(ckpt=info.folder, out=tmp_path / "b", **kwargs)
@@ -170,13 +178,28 @@ def test_the_model_card_holds_the_runs_numbers_or_says_not_evaluated(
     ckpt = ckpt_of(run)
     (run / "eval").mkdir(exist_ok=True)  # the shared run may hold make eval's folder (tests/test_eval.py)
     metric = {"fid": 123.456, "kid_x1e3": 78.9, "kid_x1e3_std": 1.25, "precision": 0.512, "recall": 0.0625}
+    metric |= {"density": 0.3141, "coverage": 0.25, "ms_ssim_gen": 0.4321, "ms_ssim_real": 0.2109}
     floor = {"fid": 45.678, "kid_x1e3": 3.21, "kid_x1e3_std": 0.5, "precision": 0.75, "recall": 0.875}
+    utility = {
+        "test": {"slices": 64, "subjects": 2},
+        "generated_per_class": 500,
+        "train_on": {"generated": {"slices": 1000, "accuracy": 0.8125, "balanced_accuracy": 0.75, "auc": 0.875}},
+    }
     (run / "eval" / "metrics.json").write_text(
         json.dumps(
             {
                 "metrics": {**metric, "num_real": 96, "num_gen": 2000},
                 "floor": {**floor, "num_real": 96, "num_gen": 64},
-                "settings": {"checkpoint": str(ckpt.resolve()), "kimg": 0.008, "real": "train", "truncation_psi": 1.0},
+                "utility": utility,
+                "settings": {
+                    "checkpoint": str(ckpt.resolve()),
+                    "kimg": 0.008,
+                    "real": "train",
+                    "truncation_psi": 1.0,
+                    "pr_k": 3,
+                    "dc_k": 5,
+                    "ms_ssim_scales": 2,
+                },
             }
         )
     )
@@ -197,7 +220,12 @@ def test_the_model_card_holds_the_runs_numbers_or_says_not_evaluated(
     exported = write_export(ckpt)  # out=None: <run>/export
     assert exported.folder == run / "export"
     card = (exported.folder / CARD).read_text()
-    assert "| generated vs real | 123.5 | 78.9 ± 1.2 | 0.512 | 0.0625 | 96 | 2000 |" in card
+    assert (
+        "| generated vs real | 123.5 | 78.9 ± 1.2 | 0.512 | 0.0625 | 0.314 | 0.25 | 0.432 | 0.211 | 96 | 2000 |" in card
+    )
+    assert "density/coverage k=5" in card and "2 scales" in card
+    assert "tested on 64 slices of 2 held-out subjects (500 generated slices per class)" in card
+    assert "| generated | 1000 | 0.812 | 0.75 | 0.875 |" in card
     assert "| real-vs-real floor: training vs held-out (N generated = held-out) | 45.68 | 3.21 ± 0.5 | 0.75 |" in card
     assert "1.25% of 2000 generated slices are near copies" in card and "held-out baseline 1%" in card
     assert "Not evaluated" not in card and "not audited" not in card
@@ -272,3 +300,74 @@ def test_a_fine_tuned_models_card_and_config_name_its_source(tiny_demo_run: Path
     card = model_card(dataclasses.replace(info, init=record), {"geometry": None}, load_generator(info.path))
     assert f"- Fine-tuned from: {json.dumps(record)}" in card and "native size the model square" in card
     assert "Trained from scratch" in model_card(info, {"geometry": None}, load_generator(info.path))
+
+
+EVAL_SMALL = dict(num_gen=24, batch_size=24, kid_subsets=10, ms_ssim_pairs=8, progress=False, device="cpu")
+
+
+def _numbers(result: dict) -> dict:
+    return {key: result.get(key) for key in ("metrics", "per_class", "floor")}
+
+
+@pytest.mark.slow
+def test_make_eval_on_an_export_gives_the_checkpoints_numbers_wherever_the_data_now_is(
+    tiny_adni_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from braingan import eval as eval_module
+
+    ckpt = ckpt_of(tiny_adni_run)
+    root = tiny_adni_run.parent / "ADNI" / "AD_NC"
+    folder = write_export(ckpt, tmp_path / "export").folder
+    small = {**EVAL_SMALL, "cache_dir": str(tmp_path / "cache")}
+    expected = eval_module.evaluate(ckpt, out=tmp_path / "a", **small)
+    result = eval_module.evaluate(folder, **small)  # out=None: <folder>/eval, no tb/ to write into
+    assert (
+        expected["per_class"] and expected["floor"] and expected["metrics"]["density"] == expected["metrics"]["density"]
+    )
+    assert _numbers(result) == _numbers(expected)
+    assert result["settings"]["metrics_json"] == str(folder / "eval" / "metrics.json")
+    assert result["settings"]["exported_from"] == str(ckpt.resolve()) and result["settings"]["data_root"] == str(root)
+    assert "tensorboard" not in result["settings"] and not (folder / "tb").exists()
+
+    moved = shutil.copytree(root, tmp_path / "moved" / "AD_NC")  # the data set, somewhere else now
+    again = eval_module.evaluate(folder, data_root=str(moved), out=tmp_path / "c", **small)
+    assert _numbers(again) == _numbers(expected) and again["settings"]["data_root"] == str(moved)
+
+    args = [f"ckpt={folder}", "num_gen=8", "progress=false", f"cache_dir={tmp_path / 'cache'}"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    first = read_manifest(folder / MANIFEST)[0].path
+    assert error(eval_module, "eval", [*args, f"data_root={empty}"], monkeypatch) == (
+        f"eval: {empty / first} (in ckpt={folder}'s manifest.csv) is not here: "
+        "set data_root= to the folder that now holds the adni data set"
+    )
+    assert error(eval_module, "eval", [*args[1:], f"ckpt={ckpt}", f"data_root={moved}"], monkeypatch) == (
+        f"eval: data_root={moved} is for an export folder; a checkpoint's manifest has full paths"
+    )
+    bare = write_export(ckpt, tmp_path / "bare", manifest=False).folder
+    assert not (bare / MANIFEST).exists() and "manifest.csv, not exported" in (bare / CARD).read_text()
+    assert error(eval_module, "eval", [*args[1:], f"ckpt={bare}"], monkeypatch) == (
+        f"eval: ckpt={bare} holds no manifest.csv (exported with manifest=false), so no real slices to compare "
+        f"with: evaluate {ckpt.resolve()} instead"
+    )
+
+
+@pytest.mark.slow
+def test_make_eval_on_a_demo_export_builds_the_demo_data_where_this_machine_keeps_it(
+    tiny_demo_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from braingan import eval as eval_module
+
+    ckpt = ckpt_of(tiny_demo_run)
+    folder = write_export(ckpt, tmp_path / "export").folder
+    fresh = tmp_path / "elsewhere" / "demo"  # a machine without the demo data yet (paths.demo)
+    cache = tmp_path / "cache"
+    expected = eval_module.evaluate(ckpt, out=tmp_path / "a", cache_dir=str(cache), **EVAL_SMALL)
+    settings = [f"{key}={value}" for key, value in EVAL_SMALL.items()]
+    run_main(
+        eval_module, "eval", [f"ckpt={folder}", f"paths.demo={fresh}", f"cache_dir={cache}", *settings], monkeypatch
+    )
+    assert (fresh / ".demo_spec.json").is_file()
+    result = json.loads((folder / "eval" / "metrics.json").read_text())
+    assert result["settings"]["data_root"] == str(fresh)
+    assert _numbers(result) == json.loads(json.dumps(_numbers(expected)))  # the rebuilt slices are the same slices

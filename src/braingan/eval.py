@@ -8,6 +8,10 @@ the real slices (higher generated MS-SSIM = less varied, mode collapse). Also th
 floor (training slices vs held-out subjects' slices) and per class for conditional models. Prints
 a table and writes <run>/eval/metrics.json with every setting needed to compare numbers. Real
 features are cached, keyed by the files, resolution, fit policy and extractor hash.
+
+`ckpt=` may also name a `make export` folder: its generator against the slices its manifest.csv
+lists, found below `data_root=` (default: where they were; the demo data set is rebuilt in
+paths.demo), metrics.json in <folder>/eval.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,8 +32,9 @@ from . import cli
 from .checkpoint import load_generator, read_info
 from .confdir import CONF_DIR
 from .experiment.finetune import describe_init
-from .experiment.resume import resolve_ckpt
+from .experiment.resume import resolve_source
 from .experiment.run import hparams_metric_tags
+from .export import ExportInfo, load_export
 from .metrics.density_coverage import density_coverage
 from .metrics.features import extract_features
 from .metrics.fid import fid_from_features
@@ -46,6 +52,7 @@ from .metrics.ms_ssim import (
 from .metrics.precision_recall import precision_recall
 from .metrics.sources import (
     decoded_slices,
+    export_data_root,
     generated_batches,
     keeping,
     real_images,
@@ -104,7 +111,7 @@ def _metrics(
 
 
 def evaluate(
-    ckpt: str | Path,  # the checkpoint file
+    ckpt: str | Path,  # the checkpoint file, or a `make export` folder
     *,
     num_gen: int = 50000,  # generated images
     real: str = "train",  # train | validate | test | heldout | all
@@ -127,19 +134,29 @@ def evaluate(
     utility_per_class: int = 500,  # generated slices per class for the utility classifier
     utility_steps: int = 600,  # its optimizer steps
     tensorboard: bool = True,  # the metrics also into the run's tb/ (Eval/* scalars, HPARAMS columns)
+    data_root: str | None = None,  # an export folder's data set is here now; None = where it was (demo: demo_root)
+    demo_root: str | None = None,  # this machine's demo data folder (paths.demo), for an export of the demo data
 ) -> dict:
     """Computes the metrics, writes metrics.json and returns its content (keyword arguments: conf/eval.yaml's keys)."""
     started = time.perf_counter()
-    ckpt = Path(ckpt)
+    ckpt = Path(ckpt).expanduser()
     dev = resolve_device(device)
-    info = read_info(ckpt)
+    info: Any
+    if ckpt.is_dir():  # an export: its generator, its manifest.csv below the data set's folder now
+        G, exported = load_export(ckpt)
+        info = replace(exported, data_root=export_data_root(exported, data_root, demo_root, progress))
+    else:
+        if data_root not in (None, ""):
+            raise UsageError(f"data_root={data_root} is for an export folder; a checkpoint's manifest has full paths")
+        info, G = read_info(ckpt), None
+    root = info.manifest_root if isinstance(info, ExportInfo) else None  # manifest paths: relative to it, or full
     class_names = info.class_names
     cache = Path(cache_dir).expanduser() if cache_dir else None
 
     # refused before any work
-    held_out = check_utility(info, info.net.c_dim, utility_per_class, utility_steps) if utility else None
+    held_out = check_utility(info, info.net.c_dim, utility_per_class, utility_steps, root) if utility else None
     net = InceptionFeatures(extractor, batch_size=batch_size).to(dev)
-    G = load_generator(ckpt).to(dev)
+    G = (G if G is not None else load_generator(ckpt)).to(dev)
 
     by_class = per_class and G.c_dim > 0
     no_div: dict[int | None, Diversity] = {}
@@ -147,7 +164,17 @@ def evaluate(
     def real_features(which: str):
         """(features, labels, cached, MS-SSIM per pair plan key); the decoded images are not kept."""
         found = real_set(
-            info.run, which, info.splits, info.resolution, info.fit, net, cache, batch_size, progress, info.channels
+            info.run,
+            which,
+            info.splits,
+            info.resolution,
+            info.fit,
+            net,
+            cache,
+            batch_size,
+            progress,
+            info.channels,
+            root,
         )
         if found is None:
             return None, None, None, no_div
@@ -215,11 +242,25 @@ def evaluate(
         )
     if held_out is not None:
         result["utility"] = utility_result(
-            G, info, held_out, utility_per_class, utility_steps, seed, truncation_psi, batch_size, cache, dev, progress
+            G,
+            info,
+            held_out,
+            utility_per_class,
+            utility_steps,
+            seed,
+            truncation_psi,
+            batch_size,
+            cache,
+            dev,
+            progress,
+            root,
         )
     scales, kernel = ms_ssim_scales(info.resolution)
     result["settings"] = {
         "checkpoint": str(ckpt.resolve()),
+        # an export folder: the checkpoint it was made from, and where its manifest's slices were read
+        "exported_from": str(info.checkpoint) if isinstance(info, ExportInfo) else None,
+        "data_root": str(root) if root is not None else None,
         "kimg": info.kimg,
         "init": info.init,  # a fine-tuned model: where its training started (None: from scratch)
         "num_gen": int(num_gen),
@@ -262,13 +303,13 @@ def evaluate(
     return result
 
 
-def check_utility(info, c_dim: int, per_class: int, steps: int) -> list:
+def check_utility(info, c_dim: int, per_class: int, steps: int, root: Path | None = None) -> list:
     """utility=true's held-out slices (manifest records); one line when the study cannot be made."""
     if per_class < 1 or steps < 1:
         raise UsageError(f"utility_per_class={per_class} and utility_steps={steps} must be whole numbers >= 1")
     if c_dim == 0:
         raise UsageError("utility=true needs a conditional model (classes to tell apart); this one is unconditional")
-    records = real_records(info.run, "heldout", info.splits)
+    records = real_records(info.run, "heldout", info.splits, root)
     classes = sorted({r.class_name or str(r.label) for r in records})
     if len(classes) < 2:
         what = f"only class {classes[0]}" if classes else "no slices"
@@ -279,7 +320,18 @@ def check_utility(info, c_dim: int, per_class: int, steps: int) -> list:
 
 
 def utility_result(
-    G, info, held_out: list, per_class: int, steps: int, seed: int, psi: float, batch_size: int, cache, dev, progress
+    G,
+    info,
+    held_out: list,
+    per_class: int,
+    steps: int,
+    seed: int,
+    psi: float,
+    batch_size: int,
+    cache,
+    dev,
+    progress,
+    root: Path | None = None,  # the folder relative manifest paths are below (an export's data set)
 ) -> dict:
     """The utility study (metrics/utility.py) on N generated slices per class, the real training slices and the held-out subjects."""
     k = G.c_dim
@@ -287,7 +339,12 @@ def utility_result(
     generated = torch.cat(list(generated_batches(G, labels, batch_size, seed + 2, psi, dev)))
     cache_dir = slice_cache(cache)
     train_x, train_y = real_images(
-        real_records(info.run, "train", info.splits), info.resolution, info.fit, cache_dir, progress, info.channels
+        real_records(info.run, "train", info.splits, root),
+        info.resolution,
+        info.fit,
+        cache_dir,
+        progress,
+        info.channels,
     )
     test_x, test_y, kept = decoded_slices(held_out, info.resolution, info.fit, cache_dir, progress, info.channels)
     study = utility_study(
@@ -362,7 +419,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     with cli.user_errors("eval"):
         # conf/eval.yaml's keys are evaluate's arguments
         settings = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-        result = evaluate(resolve_ckpt(settings.pop("ckpt"), settings.pop("paths")["outputs"]), **settings)
+        paths = settings.pop("paths")
+        result = evaluate(resolve_source(settings.pop("ckpt"), paths["outputs"]), demo_root=paths["demo"], **settings)
     print(format_table(result))
     print(f"wrote {result['settings']['metrics_json']}")
 

@@ -8,6 +8,8 @@
                             checkpoint and its kimg, the `init` record of a fine-tuned run, the
                             TorchScript check, and the SHA-256 of every other file of the folder
     MODEL_CARD.md           data, splits, training, evaluation, intended use, limitations, licence
+    manifest.csv            (manifest=true, the default) the run's slices with subject, class and split, paths
+                            relative to the data set's folder: what `make eval` on the folder compares with
     generator.pt            (torchscript=true) TorchScript of z [N, z_dim] (, one-hot c [N, c_dim])
                             -> images [N, C, R, R] in [-1, 1], the generator's fixed noise
 
@@ -15,6 +17,9 @@
 alone: nothing is unpickled and `braingan.checkpoint` is not imported (`write_export` imports it
 to read the source checkpoint). Every listed file's checksum is verified first; a missing or altered
 file, a folder that is not an export and an export of a newer format are refused in one line.
+config.json's "data" records the data set (name, layout, folder, training splits, fit policy), so
+`make eval CKPT=<folder>` finds the real slices where they are now (`data_root=`; the demo data
+set is rebuilt where this machine keeps it).
 
 The weights are written and read by the `safetensors` package (requirements.txt).
 """
@@ -32,6 +37,7 @@ import torch
 
 from .nn.config import NetworkConfig
 from .nn.synthesis import Generator
+from .rundir import RunDir
 from .utils.errors import MissingFileError, UsageError
 from .utils.io import file_digest
 
@@ -63,6 +69,50 @@ class ExportInfo:
     init: dict | None  # a fine-tuned model: where its training started; None = from scratch
     torchscript: dict | None  # {"file", "max_abs_diff", "tolerance", ...}; None = not exported
     files: dict[str, str]  # file name -> SHA-256
+    data: dict  # {"dataset", "layout", "root", "splits", "fit"[, "demo_subjects"]}; {} = not recorded
+    data_root: Path | None = None  # where manifest.csv's relative paths are now; None = data["root"]
+
+    # What `make eval` reads of a source, as of a checkpoint's CheckpointInfo
+
+    @property
+    def path(self) -> Path:
+        return self.folder
+
+    @property
+    def run(self) -> RunDir:
+        """The folder as a run folder: manifest.csv, eval/metrics.json (no tb/, so no TensorBoard)."""
+        return RunDir(self.folder)
+
+    @property
+    def has_manifest(self) -> bool:
+        return self.run.manifest.name in self.files
+
+    @property
+    def manifest_root(self) -> Path | None:
+        """The folder manifest.csv's relative paths are below (data_root, else the recorded one)."""
+        root = self.data_root or self.data.get("root")
+        return Path(root).expanduser() if root else None
+
+    @property
+    def splits(self) -> list[str]:
+        return [str(split) for split in self.data.get("splits") or ["train"]]
+
+    @property
+    def fit(self) -> str:
+        return str(self.data.get("fit") or (self.geometry_dict or {}).get("fit", "pad"))
+
+    @property
+    def channels(self) -> int:
+        return int(self.net.img_channels)
+
+    @property
+    def cur_nimg(self) -> int:
+        return int(self.source.get("cur_nimg", 0))
+
+    @property
+    def run_config(self) -> None:
+        """An export keeps no training settings beyond the model card's; None like an old checkpoint."""
+        return None
 
     @property
     def geometry(self):
@@ -175,6 +225,7 @@ def read_export_info(folder: str | os.PathLike, setting: str = "ckpt") -> Export
         init=config.get("init"),
         torchscript=config.get("torchscript"),
         files=files,
+        data=dict(config.get("data") or {}),
     )
 
 
@@ -267,6 +318,7 @@ def write_export(
     out: str | os.PathLike | None = None,  # the export folder; None = <run>/export
     torchscript: bool = False,  # also generator.pt (TorchScript), checked against the eager model
     tolerance: float = TOLERANCE,  # of that check
+    manifest: bool = True,  # also manifest.csv (slices, subjects, splits; paths relative to the data folder)
 ) -> ExportInfo:
     """Writes the export folder of `ckpt`'s G_ema and returns its (re-read, verified) ExportInfo.
 
@@ -287,7 +339,8 @@ def write_export(
     G = load_generator(info.path, "G_ema")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG).unlink(missing_ok=True)  # an earlier export: not one until the new config.json is written
-    for name in (WEIGHTS, TORCHSCRIPT, CARD):
+    listing = RunDir(folder).manifest
+    for name in (WEIGHTS, TORCHSCRIPT, CARD, listing.name):
         (folder / name).unlink(missing_ok=True)
     save_tensors(G.state_dict(), folder / WEIGHTS, {"format": "pt", "network": GENERATOR_CLASS, "which": "G_ema"})
     record = write_torchscript(G, folder / TORCHSCRIPT, tolerance) if torchscript else None
@@ -308,12 +361,32 @@ def write_export(
         },
         "init": info.init,
         "torchscript": record,
+        "data": data_record(info),
     }
-    card = model_card(info, config, G)
-    (folder / CARD).write_text(card)
-    names = [WEIGHTS, CARD] + ([TORCHSCRIPT] if record else [])
+    has_manifest = manifest and info.run.manifest.is_file()
+    (folder / CARD).write_text(model_card(info, config, G, has_manifest))
+    if has_manifest:
+        from .data.manifest import read_manifest, write_manifest
+
+        write_manifest(read_manifest(info.run.manifest), listing, root=config["data"].get("root"))
+    names = [WEIGHTS, CARD] + ([TORCHSCRIPT] if record else []) + ([listing.name] if has_manifest else [])
     config["files"] = {name: file_digest(folder / name) for name in names}
     tmp = folder / (CONFIG + ".tmp")
     tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
     tmp.replace(folder / CONFIG)
     return read_export_info(folder, "out")
+
+
+def data_record(info) -> dict:
+    """config.json's "data" of a checkpoint's CheckpointInfo: what finds its real slices again."""
+    settings = info.run_config or {}
+    record: dict[str, Any] = {
+        "dataset": settings.get("dataset/name") or info.data.get("layout"),
+        "layout": info.data.get("layout"),
+        "root": str(Path(info.data["root"]).expanduser().absolute()) if info.data.get("root") else None,
+        "splits": info.splits,
+        "fit": info.fit,
+    }
+    if settings.get("dataset/demo_subjects") is not None:
+        record["demo_subjects"] = int(settings["dataset/demo_subjects"])
+    return record

@@ -30,7 +30,13 @@ def export_from_config(cfg: DictConfig):
     if values["ckpt"] not in (None, "", "last") and named.is_dir():
         raise UsageError(not_a_checkpoint_file(named))
     ckpt = resolve_ckpt(values["ckpt"], values["paths"]["outputs"])
-    return write_export(ckpt, values["out"], torchscript=bool(values["torchscript"]), tolerance=values["tolerance"])
+    return write_export(
+        ckpt,
+        values["out"],
+        torchscript=bool(values["torchscript"]),
+        tolerance=values["tolerance"],
+        manifest=bool(values["manifest"]),
+    )
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="export_model", version_base="1.3")
@@ -45,6 +51,8 @@ def _hydra_main(cfg: DictConfig) -> None:
             f"(tolerance {info.torchscript['tolerance']:g})"
         )
     print(f"render from it: make generate CKPT={info.folder}")
+    if info.has_manifest:
+        print(f"evaluate it against its data set: make eval CKPT={info.folder}")
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ from .checkpoint import load_generator, read_info
 from .confdir import CONF_DIR
 from .data.fit import Geometry
 from .experiment.projection import read_projected
-from .experiment.resume import resolve_ckpt
+from .experiment.resume import resolve_source
 from .export import load_export
 from .nn.synthesis import Generator
 from .reporting.figures import scatter_embedding
@@ -394,12 +394,12 @@ def load_source(
     """The generator of a checkpoint file or of a `make export` folder (eval mode, on the CPU), the file or
     folder, the class names, the native geometry, and the checkpoint the weights come from (which
     projected latents must have been made with; an export's is the one it was exported from)."""
-    if ckpt not in (None, "", "last") and Path(str(ckpt)).expanduser().is_dir():
+    path = resolve_source(ckpt)
+    if path.is_dir():
         if which != "G_ema":
             raise UsageError(f"which={which}: an export folder holds G_ema only; leave which unset")
-        G, exported = load_export(Path(str(ckpt)).expanduser())
+        G, exported = load_export(path)
         return G, exported.folder, exported.class_names, exported.geometry, exported.checkpoint
-    path = resolve_ckpt(ckpt)
     info = read_info(path)  # classes and native size; names a file that is not a checkpoint before unpickling it
     return load_generator(path, which), path, info.class_names, info.geometry, path
 

@@ -92,12 +92,33 @@ def _number(value: Any, digits: int = 4) -> str:
 
 def _metrics_row(name: str, m: dict | None) -> str:
     if not m:
-        return f"| {name} | n/a | n/a | n/a | n/a | | |"
+        return f"| {name} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | | |"
     kid = f"{_number(m.get('kid_x1e3'))} ± {_number(m.get('kid_x1e3_std'), 2)}"
     return (
         f"| {name} | {_number(m.get('fid'))} | {kid} | {_number(m.get('precision'), 3)} | "
-        f"{_number(m.get('recall'), 3)} | {m.get('num_real', '?')} | {m.get('num_gen', '?')} |"
+        f"{_number(m.get('recall'), 3)} | {_number(m.get('density'), 3)} | {_number(m.get('coverage'), 3)} | "
+        f"{_number(m.get('ms_ssim_gen'), 3)} | {_number(m.get('ms_ssim_real'), 3)} | "
+        f"{m.get('num_real', '?')} | {m.get('num_gen', '?')} |"
     )
+
+
+def _utility(utility: dict) -> list[str]:
+    """The utility study's rows (make eval utility=true)."""
+    test = utility.get("test") or {}
+    lines = [
+        f"Utility (`utility=true`): a slice classifier trained from scratch on each set below, tested on "
+        f"{test.get('slices', '?')} slices of {test.get('subjects', '?')} held-out subjects "
+        f"({utility.get('generated_per_class', '?')} generated slices per class).",
+        "",
+        "| trained on | slices | accuracy | balanced accuracy | AUC |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in (utility.get("train_on") or {}).items():
+        lines.append(
+            f"| {name} | {r.get('slices', '?')} | {_number(r.get('accuracy'), 3)} | "
+            f"{_number(r.get('balanced_accuracy'), 3)} | {_number(r.get('auc'), 3)} |"
+        )
+    return lines + [""]
 
 
 def _read_json(path: Path) -> dict | None:
@@ -130,8 +151,9 @@ def evaluation(run: RunDir, ckpt: Path) -> list[str]:
             f"slices, Inception-v3 features, truncation psi {s.get('truncation_psi', 1.0)}, "
             f"{_number(s.get('kimg'))} kimg.{_same_checkpoint(s.get('checkpoint'), ckpt)}",
             "",
-            "| | FID | KID x 1e3 | precision | recall | N real | N generated |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| | FID | KID x 1e3 | precision | recall | density | coverage | MS-SSIM | MS-SSIM (real) "
+            "| N real | N generated |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             _metrics_row("generated vs real", metrics.get("metrics")),
         ]
         floor = metrics.get("floor")
@@ -141,7 +163,15 @@ def evaluation(run: RunDir, ckpt: Path) -> list[str]:
             lines.append(_metrics_row(f"class {name}", m))
         if not floor:
             lines += ["", "No real-vs-real floor (the run has no held-out slices, or eval ran with floor=false)."]
-        lines.append("")
+        lines += [
+            "",
+            f"precision/recall k={s.get('pr_k', '?')}, density/coverage k={s.get('dc_k', '?')}; MS-SSIM: mean over "
+            f"random pairs of generated | real slices (higher = less diverse), {s.get('ms_ssim_scales', '?')} scales "
+            "(the floor's generated side is the held-out slices).",
+            "",
+        ]
+        if metrics.get("utility"):
+            lines += _utility(metrics["utility"])
     audit = _read_json(audit_json)
     if audit is None:
         lines += ["Memorization: not audited (no `eval/audit.json`: `make audit`).", ""]
@@ -159,8 +189,9 @@ def evaluation(run: RunDir, ckpt: Path) -> list[str]:
     return lines
 
 
-def model_card(info, config: dict, G: torch.nn.Module) -> str:
-    """MODEL_CARD.md for the export of `info` (a checkpoint.CheckpointInfo) with `config` (config.json)."""
+def model_card(info, config: dict, G: torch.nn.Module, with_manifest: bool = False) -> str:
+    """MODEL_CARD.md for the export of `info` (a checkpoint.CheckpointInfo) with `config` (config.json);
+    `with_manifest`: the export folder holds a copy of the run's manifest.csv."""
     run = info.run
     name = _dataset_name(info)
     net, train = info.net, info.train
@@ -189,7 +220,8 @@ def model_card(info, config: dict, G: torch.nn.Module) -> str:
     lines += ["", "## Training data", "", f"- Data set: {name} (root `{info.data.get('root', '?')}`)"]
     lines.append(f"- Splits trained on: {', '.join(info.splits)}")
     if run.manifest.is_file():
-        lines += ["- Subjects and slices (the run's manifest.csv):", "", *_splits(run.manifest)]
+        listed = "manifest.csv, also in this folder" if with_manifest else "the run's manifest.csv, not exported"
+        lines += [f"- Subjects and slices ({listed}):", "", *_splits(run.manifest)]
     else:
         lines.append("- Subjects and splits: unknown (no manifest.csv in the run folder)")
     augment = train.get("augment") or {}

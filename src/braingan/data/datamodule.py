@@ -26,14 +26,12 @@ import pytorch_lightning as pl
 import torch
 
 from braingan.data.dataset import SliceDataset
-from braingan.data.demo import build_demo_dataset
+from braingan.data.demo import DEMO_SEED, build_demo_dataset
 from braingan.data.fit import Geometry
 from braingan.data.layouts import DatasetError, LayoutOptions, SliceRecord, discover
 from braingan.data.manifest import write_manifest
 from braingan.data.sampler import InfiniteSampler
 from braingan.data.splits import check_no_leak, has_holdout, make_holdout
-
-DEMO_SEED = 0  # the demo set's identity; independent of the training seed on purpose
 
 
 class SliceDataModule(pl.LightningDataModule):

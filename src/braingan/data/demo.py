@@ -35,6 +35,7 @@ from braingan.data.deform import apply_deformation, sample_deformation, spline_c
 from braingan.data.layouts import DatasetError
 
 BUILDER_VERSION = 1  # bump whenever the images this module writes would change
+DEMO_SEED = 0  # the demo set's identity (deformations, subject split); independent of the training seed on purpose
 SPEC_FILE = ".demo_spec.json"  # marker inside root recording the spec of the build
 FRAME = 256  # output images are FRAME x FRAME
 BRAIN_FRACTION = 0.3  # slices whose brain area >= this x the largest are "substantial"

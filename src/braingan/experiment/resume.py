@@ -88,6 +88,13 @@ def resolve_ckpt(ckpt: str | os.PathLike | None, outputs: str | os.PathLike = OU
     return path
 
 
+def resolve_source(ckpt: str | os.PathLike | None, outputs: str | os.PathLike = OUTPUTS) -> Path:
+    """resolve_ckpt, or a named folder as it is (a `make export` folder: its reader checks it)."""
+    if not is_unset(ckpt) and str(ckpt) != "last" and Path(str(ckpt)).expanduser().is_dir():
+        return Path(str(ckpt)).expanduser()
+    return resolve_ckpt(ckpt, outputs)
+
+
 def run_dir_for_resume(resume: str | None, default: str) -> str:
     """Run folder for Hydra: a resumed run continues in the folder of its checkpoint."""
     ckpt = resolve_resume(resume)

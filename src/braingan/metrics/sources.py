@@ -34,6 +34,9 @@ def real_records(
     run_dir: RunDir | str | os.PathLike,  # a run folder holding manifest.csv
     which: str,  # train | validate | test | heldout | all
     train_splits: Sequence[str],  # the splits the run trained on
+    root: str
+    | os.PathLike
+    | None = None,  # the folder relative manifest paths are below (an export's); None = as written
 ) -> list[SliceRecord]:
     """The manifest's slices of one real set; 'train' = the training splits, 'heldout' = the rest."""
     manifest = (run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))).manifest
@@ -41,7 +44,7 @@ def real_records(
         raise MissingFileError(f"{manifest} is missing: evaluation needs the run's manifest of slices")
     if which not in REAL_SETS:
         raise UsageError(f"eval.real={which} must be one of {', '.join(REAL_SETS)}")
-    records = read_manifest(manifest)
+    records = read_manifest(manifest, root)
     if which == "all":
         return records
     if which == "train":
@@ -49,6 +52,40 @@ def real_records(
     if which == "heldout":
         return [r for r in records if r.split not in train_splits]
     return [r for r in records if r.split == which]
+
+
+def export_data_root(
+    export,  # export.ExportInfo of the folder being evaluated
+    data_root: str | os.PathLike | None,  # the folder the data set is in now; None = as recorded
+    demo_root: str | os.PathLike | None,  # this machine's demo data folder (paths.demo): a demo export's data
+    progress: bool = True,
+) -> Path | None:
+    """Where an export's real slices are now: data_root=, else (the demo data set) demo_root, built
+    there when missing, else the folder recorded at export. One line when its manifest's files are not there."""
+    where = f"ckpt={export.folder}"
+    if not export.has_manifest:
+        source = f": evaluate {export.checkpoint} instead" if export.checkpoint else ""
+        raise UsageError(
+            f"{where} holds no manifest.csv (exported with manifest=false), so no real slices to compare with{source}"
+        )
+    data = export.data
+    root: Path | None
+    if data_root not in (None, ""):
+        root = Path(str(data_root)).expanduser()
+    elif data.get("dataset") == "demo" and data.get("demo_subjects") and demo_root not in (None, ""):
+        from ..data.demo import DEMO_SEED, build_demo_dataset
+
+        subjects = int(data["demo_subjects"])
+        root = build_demo_dataset(Path(str(demo_root)), num_subjects=subjects, seed=DEMO_SEED, progress=progress)
+    else:
+        root = Path(data["root"]) if data.get("root") else None
+    missing = next((r.path for r in read_manifest(export.run.manifest, root) if not Path(r.path).is_file()), None)
+    if missing is not None:
+        raise MissingFileError(
+            f"{missing} (in {where}'s manifest.csv) is not here: set data_root= to the folder that now holds "
+            f"the {data.get('dataset') or 'training'} data set"
+        )
+    return root
 
 
 def slice_cache(cache: Path | None) -> str | None:
@@ -125,6 +162,7 @@ def real_set(
     batch_size: int = 64,
     progress: bool = True,
     img_channels: int = 1,  # the model's image channels
+    root: str | os.PathLike | None = None,  # the folder relative manifest paths are below; None = as written
 ) -> dict | None:
     """A real set's records, uint8 images [N, C, R, R], labels [N] and features [N, D].
 
@@ -134,7 +172,7 @@ def real_set(
     from .features import extract_features
     from .stats_cache import load_or_compute
 
-    records = real_records(run_dir, which, train_splits)
+    records = real_records(run_dir, which, train_splits, root)
     if len(records) < 2:
         return None
     images, labels = real_images(records, resolution, fit, slice_cache(cache), progress, img_channels)
