@@ -23,3 +23,19 @@ def test_manifest_round_trip_and_columns(tmp_path: Path) -> None:
     assert len(rows) == 4
     assert read_manifest(path) == records
     assert not list((tmp_path / "run").glob(".*.tmp"))  # written atomically, no leftovers
+
+
+def test_a_manifest_relative_to_its_data_folder_reads_back_below_any_other(tmp_path: Path) -> None:
+    data = tmp_path / "ADNI" / "AD_NC"
+    records = [
+        SliceRecord(data / "train" / "AD" / "218391_78.jpeg", "218391", 78, 0, "train", "AD"),
+        SliceRecord(tmp_path / "elsewhere" / "x_1.jpeg", "x", 1, 1, "test", "NC"),  # not below the folder
+    ]
+    path = write_manifest(records, tmp_path / "manifest.csv", root=data)
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert [row[0] for row in rows[1:]] == ["train/AD/218391_78.jpeg", str(tmp_path / "elsewhere" / "x_1.jpeg")]
+    assert read_manifest(path, data) == records
+    moved = tmp_path / "moved"
+    assert [r.path for r in read_manifest(path, moved)] == [moved / "train/AD/218391_78.jpeg", records[1].path]
+    assert read_manifest(path)[0].path == Path("train/AD/218391_78.jpeg")  # no root: as written
