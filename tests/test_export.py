@@ -17,6 +17,7 @@ import torch
 from braingan import export_model
 from braingan import generate as generate_module
 from braingan.checkpoint import load_generator
+from braingan.data.manifest import read_manifest
 from braingan.export import (
     CARD,
     CONFIG,
@@ -28,7 +29,6 @@ from braingan.export import (
     save_tensors,
     write_export,
 )
-from braingan.data.manifest import read_manifest
 from helpers.runs import REPO, one_line_exit
 
 MANIFEST = "manifest.csv"
