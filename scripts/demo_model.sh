@@ -22,7 +22,7 @@ time $PY -m braingan.eval ckpt="$CKPT" num_gen=2048          # the model card's 
 time $PY -m braingan.audit ckpt="$CKPT"
 $PY -m braingan.export_model ckpt="$CKPT" out="$MODEL"
 # the README's figures: what the shipped folder draws, downscaled
-$PY -m braingan.generate ckpt="$MODEL" out="$RUN/readme" what=[grid,interp] seeds=0-35 grid.size=6 psi=0.8
+$PY -m braingan.generate ckpt="$MODEL" out="$RUN/readme" what=[images,grid,interp] seeds=0-35 grid.size=6 psi=0.8
 $PY -m braingan.plots run="$RUN" out="$RUN/readme/plots"
 $PY - "$RUN/readme" <<'PY'
 import sys
