@@ -141,6 +141,7 @@ def test_audit_flags_copies_of_training_slices_only(tiny_ckpt, tmp_path):
 @pytest.mark.slow
 def test_fid_during_training_is_logged_and_keeps_the_best_checkpoint(tmp_path, demo_root):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     from braingan.checkpoint import read_info
 
@@ -150,6 +151,10 @@ def test_fid_during_training_is_logged_and_keeps_the_best_checkpoint(tmp_path, d
     events.Reload()
     fids = events.Scalars("Metrics/fid0.012k_train")
     assert [e.step for e in fids] == [8, 16] and all(math.isfinite(e.value) and e.value > 0 for e in fids)
+    # the HPARAMS tab's columns, as TensorBoard reads them from the event file: this FID among them
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    columns = {m.name.tag for m in HParamsPluginData.FromString(content).experiment.metric_infos}
+    assert {"Metrics/fid0.012k_train", "Eval/fid"} <= columns
     best = read_info(run / "checkpoints" / "best_fid.ckpt")
     best_step = min(fids, key=lambda e: e.value).step
     assert best.cur_nimg == best_step
