@@ -346,6 +346,11 @@ class CheckpointInfo:
         """The manifest splits the run trained on (['train'] before they were stored)."""
         return [str(split) for split in self.data.get("splits") or ["train"]]
 
+    @property
+    def dataset_name(self) -> str | None:
+        """The data set's name (conf/dataset/<name>.yaml), else its layout; None when neither is recorded."""
+        return (self.run_config or {}).get("dataset/name") or self.data.get("layout")
+
 
 def read_info(path: str | os.PathLike, setting: str = "ckpt") -> CheckpointInfo:
     """A checkpoint's `CheckpointInfo`, reading the file once, memory-mapped (the weights stay on disk)."""

@@ -381,7 +381,7 @@ def data_record(info) -> dict:
     """config.json's "data" of a checkpoint's CheckpointInfo: what finds its real slices again."""
     settings = info.run_config or {}
     record: dict[str, Any] = {
-        "dataset": settings.get("dataset/name") or info.data.get("layout"),
+        "dataset": info.dataset_name,
         "layout": info.data.get("layout"),
         "root": str(Path(info.data["root"]).expanduser().absolute()) if info.data.get("root") else None,
         "splits": info.splits,

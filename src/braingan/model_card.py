@@ -54,11 +54,6 @@ LIMITATIONS = [
 ]
 
 
-def _dataset_name(info) -> str:
-    config = info.run_config or {}
-    return str(config.get("dataset/name") or info.data.get("layout") or "unknown")
-
-
 def _splits(manifest: Path) -> list[str]:
     """Markdown table rows: split, subjects, slices (per class) counted from manifest.csv."""
     records = read_manifest(manifest)
@@ -193,7 +188,7 @@ def model_card(info, config: dict, G: torch.nn.Module, with_manifest: bool = Fal
     """MODEL_CARD.md for the export of `info` (a checkpoint.CheckpointInfo) with `config` (config.json);
     `with_manifest`: the export folder holds a copy of the run's manifest.csv."""
     run = info.run
-    name = _dataset_name(info)
+    name = str(info.dataset_name or "unknown")
     net, train = info.net, info.train
     classes = ", ".join(info.class_names) if info.class_names and net.c_dim else "none (unconditional)"
     geometry = config.get("geometry")

@@ -34,9 +34,7 @@ def real_records(
     run_dir: RunDir | str | os.PathLike,  # a run folder holding manifest.csv
     which: str,  # train | validate | test | heldout | all
     train_splits: Sequence[str],  # the splits the run trained on
-    root: str
-    | os.PathLike
-    | None = None,  # the folder relative manifest paths are below (an export's); None = as written
+    root: str | os.PathLike | None = None,  # the folder relative paths are below (an export's); None = as written
 ) -> list[SliceRecord]:
     """The manifest's slices of one real set; 'train' = the training splits, 'heldout' = the rest."""
     manifest = (run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))).manifest
